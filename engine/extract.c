@@ -1,0 +1,336 @@
+/* extract.c: the extraction pipeline (see extract.h). */
+#include "extract.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "act_input.h"
+#include "fsutil.h"
+#include "results.h"
+#include "sae.h"
+#include "stats.h"
+#include "store.h"
+#include "tokenizer.h"
+
+enum { BUF_FREE, BUF_READY, BUF_BUSY };
+
+/* One batch on its way from the encoder to the writer thread. */
+typedef struct batch_buf {
+    int state;
+    uint32_t segment_no;
+    uint64_t first_row;
+    uint32_t n_rows;
+    uint64_t *row_ptr;   /* [rows_cap + 1] */
+    uint32_t *col;       /* [nnz_cap] */
+    float *val;          /* [nnz_cap] */
+    int32_t *tokens;     /* [rows_cap] */
+    size_t nnz_cap;
+} batch_buf;
+
+struct sl_extraction {
+    sl_extract_opts opts;
+    char *store_dir;
+    sl_sae *sae;
+    sl_act_input input;
+    sl_extract_shape shape;
+    uint32_t chunk_rows; /* rows encoded per GEMM: bounds the dense buffer */
+
+    sl_stats *stats;
+    sl_segment_ref *segments;
+    uint32_t n_segments;
+
+    /* pipeline */
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    batch_buf bufs[2];
+    int shutdown;
+    int writer_failed;
+    sl_err writer_err;
+    uint64_t rows_committed, nnz_committed, bytes_committed;
+};
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+sl_extract_shape sl_extraction_shape(const sl_extraction *x) { return x->shape; }
+
+void sl_extraction_close(sl_extraction *x) {
+    if (!x) return;
+    if (x->writer_started) {
+        pthread_mutex_lock(&x->mu);
+        x->shutdown = 1;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+        pthread_join(x->writer, NULL);
+    }
+    pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->cv);
+    for (int i = 0; i < 2; i++) {
+        free(x->bufs[i].row_ptr);
+        free(x->bufs[i].col);
+        free(x->bufs[i].val);
+        free(x->bufs[i].tokens);
+    }
+    sl_stats_free(x->stats);
+    free(x->segments);
+    sl_act_input_close(&x->input);
+    sl_sae_free(x->sae);
+    free(x->store_dir);
+    free(x);
+}
+
+sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
+    sl_extraction *x = calloc(1, sizeof *x);
+    if (!x) return sl_errf(err, "out of memory"), NULL;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    x->opts = *opts;
+    if (!(x->store_dir = strdup(opts->store_dir))) {
+        sl_errf(err, "out of memory");
+        goto fail;
+    }
+    if (!(x->sae = sl_sae_load(opts->sae_path, err))) goto fail;
+    if (sl_act_input_open(&x->input, opts->activations_path, err)) goto fail;
+    if ((int)x->input.d_in != x->sae->d_in) {
+        sl_errf_path(err, opts->activations_path,
+                     "activations have d_in %u but the SAE %s has d_in %d", x->input.d_in,
+                     opts->sae_path, x->sae->d_in);
+        goto fail;
+    }
+    int64_t min_id, max_id;
+    if (sl_act_input_token_range(&x->input, &min_id, &max_id, err)) goto fail;
+    if (min_id < 0) {
+        sl_errf_path(err, opts->activations_path, "token id %lld is out of range (negative)", (long long)min_id);
+        goto fail;
+    }
+    if (opts->tokenizer_path) {
+        sl_tokenizer *tok = sl_tokenizer_load(opts->tokenizer_path, err);
+        if (!tok) goto fail;
+        int32_t vocab = sl_tokenizer_vocab_size(tok);
+        sl_tokenizer_free(tok);
+        if (max_id >= vocab) {
+            sl_errf_path(err, opts->activations_path,
+                         "token id %lld is out of range for the tokenizer %s (vocabulary of %d)",
+                         (long long)max_id, opts->tokenizer_path, vocab);
+            goto fail;
+        }
+    } else if (max_id > INT32_MAX) {
+        sl_errf_path(err, opts->activations_path, "token id %lld is out of range (above 2^31-1)", (long long)max_id);
+        goto fail;
+    }
+
+    sl_extract_shape *s = &x->shape;
+    s->d_in = x->sae->d_in;
+    s->d_sae = x->sae->d_sae;
+    s->seq_len = x->input.seq_len;
+    s->sequences_total = x->input.n_seq;
+    if (opts->max_sequences && opts->max_sequences < s->sequences_total) s->sequences_total = opts->max_sequences;
+    s->tokens_total = s->sequences_total * s->seq_len;
+    s->batch_size = opts->batch_size ? opts->batch_size : (s->seq_len >= 4096 ? 1 : 4096 / s->seq_len);
+    if ((uint64_t)s->batch_size * s->seq_len > UINT32_MAX / 2) {
+        sl_errf(err, "batch_size %u x seq_len %u is too many tokens per batch", s->batch_size, s->seq_len);
+        goto fail;
+    }
+    /* About 64 MiB of dense activations per GEMM chunk. */
+    uint32_t chunk = (uint32_t)((16u << 20) / (uint32_t)s->d_sae);
+    x->chunk_rows = chunk < 1 ? 1 : chunk > 1024 ? 1024 : chunk;
+
+    if (!sl_dir_is_absent_or_empty(opts->store_dir)) {
+        sl_errf_path(err, opts->store_dir, "store directory exists and is not empty (choose another 'store')");
+        goto fail;
+    }
+    if (sl_mkdirs(opts->store_dir, err)) goto fail;
+    if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
+    return x;
+fail:
+    sl_extraction_close(x);
+    return NULL;
+}
+
+/* Writer thread: statistics from the f32 CSR, then the segment file. */
+static void *writer_main(void *arg) {
+    sl_extraction *x = arg;
+    int next = 0;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (x->bufs[next].state != BUF_READY && !x->shutdown) pthread_cond_wait(&x->cv, &x->mu);
+        if (x->bufs[next].state != BUF_READY) break;
+        batch_buf *b = &x->bufs[next];
+        b->state = BUF_BUSY;
+        int failed = x->writer_failed;
+        pthread_mutex_unlock(&x->mu);
+
+        sl_segment_stats ss = {0};
+        int rc = 0;
+        sl_err e;
+        if (!failed) {
+            sl_csr csr = {.n_rows = b->n_rows, .n_cols = (uint32_t)x->shape.d_sae, .row_ptr = b->row_ptr,
+                          .col = b->col, .val = b->val};
+            sl_stats_add(x->stats, &csr, b->first_row);
+            char path[4200];
+            sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
+            rc = sl_segment_write(path, b->first_row, x->shape.seq_len, &csr, b->tokens, 0, &ss, &e);
+        }
+
+        pthread_mutex_lock(&x->mu);
+        if (rc != 0 && !x->writer_failed) {
+            x->writer_failed = 1;
+            x->writer_err = e;
+        }
+        if (!failed && rc == 0) {
+            x->rows_committed += b->n_rows;
+            x->nnz_committed += b->row_ptr[b->n_rows];
+            x->bytes_committed += ss.file_bytes;
+        }
+        b->state = BUF_FREE;
+        next ^= 1;
+        pthread_cond_broadcast(&x->cv);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+/* Appends the nonzeros of dense rows [n, d_sae] to b, growing its arrays. */
+static int append_csr(batch_buf *b, const float *dense, uint32_t n, uint32_t d_sae, sl_err *err) {
+    for (uint32_t r = 0; r < n; r++) {
+        const float *row = dense + (size_t)r * d_sae;
+        uint64_t nnz = b->row_ptr[b->n_rows];
+        if (nnz + d_sae > b->nnz_cap) { /* worst case for this row */
+            size_t cap = b->nnz_cap ? b->nnz_cap * 2 : 1 << 16;
+            while (cap < nnz + d_sae) cap *= 2;
+            uint32_t *col = realloc(b->col, cap * sizeof *col);
+            if (col) b->col = col;
+            float *val = realloc(b->val, cap * sizeof *val);
+            if (val) b->val = val;
+            if (!col || !val) return sl_errf(err, "out of memory growing the CSR batch to %zu nonzeros", cap);
+            b->nnz_cap = cap;
+        }
+        for (uint32_t f = 0; f < d_sae; f++) {
+            if (row[f] > 0.0f) {
+                b->col[nnz] = f;
+                b->val[nnz] = row[f];
+                nnz++;
+            }
+        }
+        b->row_ptr[++b->n_rows] = nnz;
+    }
+    return 0;
+}
+
+static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
+    pthread_mutex_lock(&x->mu);
+    p->tokens_done = x->rows_committed;
+    p->nnz = x->nnz_committed;
+    p->store_bytes = x->bytes_committed;
+    pthread_mutex_unlock(&x->mu);
+    p->sequences_done = p->tokens_done / x->shape.seq_len;
+    p->sequences_total = x->shape.sequences_total;
+    p->tokens_total = x->shape.tokens_total;
+    p->seconds = now_seconds() - t0;
+}
+
+int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err) {
+    const sl_extract_shape *s = &x->shape;
+    const uint32_t batch_rows = s->batch_size * s->seq_len, d_sae = (uint32_t)s->d_sae;
+    double t0 = now_seconds();
+    float *input = malloc((size_t)batch_rows * (size_t)s->d_in * sizeof(float));    /* [batch_rows, d_in] */
+    float *dense = malloc((size_t)x->chunk_rows * d_sae * sizeof(float));         /* [chunk_rows, d_sae] */
+    float *ws = malloc(sl_sae_workspace_floats(x->sae, (int)x->chunk_rows) * sizeof(float));
+    uint64_t n_batches = (s->sequences_total + s->batch_size - 1) / s->batch_size;
+    x->segments = calloc(n_batches ? n_batches : 1, sizeof *x->segments);
+    int rc = -1;
+    if (!input || !dense || !ws || !x->segments) {
+        sl_errf(err, "out of memory for a batch of %u tokens (lower batch_size)", batch_rows);
+        goto done;
+    }
+    for (int i = 0; i < 2; i++) {
+        x->bufs[i].row_ptr = malloc(((size_t)batch_rows + 1) * sizeof(uint64_t));
+        x->bufs[i].tokens = malloc((size_t)batch_rows * sizeof(int32_t));
+        if (!x->bufs[i].row_ptr || !x->bufs[i].tokens) {
+            sl_errf(err, "out of memory for a batch of %u tokens (lower batch_size)", batch_rows);
+            goto done;
+        }
+    }
+    if (pthread_create(&x->writer, NULL, writer_main, x) != 0) {
+        sl_errf(err, "cannot start the writer thread");
+        goto done;
+    }
+    x->writer_started = 1;
+
+    sl_extract_progress p = {0};
+    for (uint64_t bi = 0; bi < n_batches; bi++) {
+        uint64_t first_seq = bi * s->batch_size;
+        uint32_t n_seq = (uint32_t)(s->sequences_total - first_seq < s->batch_size ? s->sequences_total - first_seq
+                                                                                   : s->batch_size);
+        batch_buf *b = &x->bufs[bi & 1];
+        pthread_mutex_lock(&x->mu);
+        while (b->state != BUF_FREE) pthread_cond_wait(&x->cv, &x->mu);
+        int failed = x->writer_failed;
+        pthread_mutex_unlock(&x->mu);
+        if (failed) break;
+
+        uint32_t rows = n_seq * s->seq_len;
+        if (sl_act_input_read(&x->input, first_seq, n_seq, input, b->tokens, err)) goto done;
+        b->first_row = first_seq * s->seq_len;
+        b->segment_no = (uint32_t)bi;
+        b->n_rows = 0;
+        b->row_ptr[0] = 0;
+        for (uint32_t r0 = 0; r0 < rows; r0 += x->chunk_rows) {
+            uint32_t n = rows - r0 < x->chunk_rows ? rows - r0 : x->chunk_rows;
+            sl_sae_encode(x->sae, input + (size_t)r0 * (size_t)s->d_in, (int)n, dense, ws);
+            if (append_csr(b, dense, n, d_sae, err)) goto done;
+        }
+        x->segments[bi] = (sl_segment_ref){.first_row = b->first_row, .n_rows = rows};
+        x->n_segments = (uint32_t)bi + 1;
+
+        pthread_mutex_lock(&x->mu);
+        b->state = BUF_READY;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+
+        fill_progress(x, &p, t0);
+        if (progress && progress(ctx, &p)) {
+            sl_errf(err, "interrupted");
+            goto done;
+        }
+    }
+    /* Drain: wait for the writer to finish both buffers. */
+    pthread_mutex_lock(&x->mu);
+    while (x->bufs[0].state != BUF_FREE || x->bufs[1].state != BUF_FREE) pthread_cond_wait(&x->cv, &x->mu);
+    int failed = x->writer_failed;
+    if (failed) *err = x->writer_err;
+    pthread_mutex_unlock(&x->mu);
+    if (failed) goto done;
+
+    fill_progress(x, &p, t0);
+    p.finalizing = 1;
+    if (progress && progress(ctx, &p)) {
+        sl_errf(err, "interrupted");
+        goto done;
+    }
+    sl_stats_sort_examples(x->stats);
+    if (sl_results_write(x->store_dir, x->stats, x->opts.context, s->seq_len, x->segments, x->n_segments, err))
+        goto done;
+    fill_progress(x, &p, t0);
+    p.finalizing = 0;
+    if (progress) progress(ctx, &p);
+    rc = 0;
+done:
+    if (rc != 0 && x->writer_started) { /* let the writer drain before buffers go away */
+        pthread_mutex_lock(&x->mu);
+        while (x->bufs[0].state == BUF_BUSY || x->bufs[1].state == BUF_BUSY) pthread_cond_wait(&x->cv, &x->mu);
+        pthread_mutex_unlock(&x->mu);
+    }
+    free(input);
+    free(dense);
+    free(ws);
+    return rc;
+}

@@ -1,0 +1,57 @@
+/* extract.h: one extraction, from an input dataset to a finished store.
+ *
+ * The pipeline (docs/ARCHITECTURE.md):
+ *   main thread:   read a batch of sequences -> SAE encode in row chunks (GEMM)
+ *                  -> dense to CSR (f32)
+ *   writer thread: statistics + top-k from the f32 CSR -> segment file (LZ4,
+ *                  fsync, rename)
+ * Two batch buffers alternate, so encoding batch i+1 overlaps writing batch i.
+ * Memory is bounded by the batch size and d_sae, not by the dataset. At the end
+ * the top examples are sorted and results.slr is written. */
+#ifndef SAELITE_EXTRACT_H
+#define SAELITE_EXTRACT_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+typedef struct sl_extract_opts {
+    const char *sae_path;
+    const char *activations_path;
+    const char *tokenizer_path; /* NULL: none */
+    const char *store_dir;
+    uint32_t top_k;
+    uint32_t context;
+    uint32_t batch_size;    /* sequences per batch; 0 = about 4096 tokens */
+    uint64_t max_sequences; /* 0 = all */
+} sl_extract_opts;
+
+typedef struct sl_extract_progress {
+    uint64_t sequences_done, sequences_total;
+    uint64_t tokens_done, tokens_total;
+    uint64_t nnz, store_bytes;
+    double seconds;
+    int finalizing;
+} sl_extract_progress;
+
+/* Called on the calling thread after each batch is committed to the store;
+ * a nonzero return stops the run (it then fails with "interrupted"). */
+typedef int (*sl_progress_fn)(void *ctx, const sl_extract_progress *p);
+
+typedef struct sl_extraction sl_extraction;
+
+typedef struct sl_extract_shape {
+    int d_in, d_sae;
+    uint32_t seq_len;
+    uint64_t sequences_total, tokens_total;
+    uint32_t batch_size;
+} sl_extract_shape;
+
+/* Loads the SAE, opens and validates the input (and tokenizer), creates the
+ * store directory (which must be absent or empty). Nothing is written yet. */
+sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err);
+sl_extract_shape sl_extraction_shape(const sl_extraction *x);
+int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err);
+void sl_extraction_close(sl_extraction *x);
+
+#endif
