@@ -1,0 +1,193 @@
+/* catalog.c: resolving extractions and caching their opened results. */
+#include "catalog.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+SQLITE_EXTENSION_INIT3
+
+#define CACHE_SLOTS 4
+
+struct sl_catalog {
+    sl_open_extraction *slots[CACHE_SLOTS]; /* slot 0 most recently used */
+};
+
+sl_catalog *sl_catalog_new(void) { return calloc(1, sizeof(sl_catalog)); }
+
+static void open_free(sl_open_extraction *x) {
+    if (!x) return;
+    sl_results_close(&x->res);
+    sl_tokenizer_free(x->tok);
+    free(x->store);
+    free(x);
+}
+
+void sl_catalog_free(void *catalog) {
+    sl_catalog *cat = catalog;
+    if (!cat) return;
+    for (int i = 0; i < CACHE_SLOTS; i++) open_free(cat->slots[i]);
+    free(cat);
+}
+
+static char *dup_text(const unsigned char *s) { return s ? strdup((const char *)s) : NULL; }
+
+sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg) {
+    sqlite3_stmt *q = NULL;
+    const char *sql = has_id ? "SELECT id, store, tokenizer, status FROM main.extractions WHERE id = ?1"
+                             : "SELECT id, store, tokenizer, status FROM main.extractions "
+                               "WHERE status = 'done' ORDER BY id DESC LIMIT 1";
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+        *errmsg = sqlite3_mprintf("saelite: no extractions table in this database (run extract_features first)");
+        return NULL;
+    }
+    if (has_id) sqlite3_bind_int64(q, 1, id);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        *errmsg = has_id ? sqlite3_mprintf("saelite: no extraction with id %lld", (long long)id)
+                         : sqlite3_mprintf("saelite: no finished extraction yet (run extract_features first)");
+        sqlite3_finalize(q);
+        return NULL;
+    }
+    int64_t xid = sqlite3_column_int64(q, 0);
+    const char *status = (const char *)sqlite3_column_text(q, 3);
+    if (!status || strcmp(status, "done") != 0) {
+        *errmsg = sqlite3_mprintf("saelite: extraction %lld is %s, not done", (long long)xid, status ? status : "NULL");
+        sqlite3_finalize(q);
+        return NULL;
+    }
+    const char *store = (const char *)sqlite3_column_text(q, 1);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        sl_open_extraction *x = cat->slots[i];
+        if (x && x->id == xid && store && strcmp(x->store, store) == 0) {
+            memmove(&cat->slots[1], &cat->slots[0], (size_t)i * sizeof cat->slots[0]);
+            cat->slots[0] = x;
+            x->refs++;
+            sqlite3_finalize(q);
+            return x;
+        }
+    }
+    sl_open_extraction *x = calloc(1, sizeof *x);
+    sl_err err;
+    if (!x || !store || !(x->store = strdup(store))) {
+        *errmsg = sqlite3_mprintf("saelite: out of memory");
+        goto fail;
+    }
+    x->id = xid;
+    if (sl_results_open(&x->res, x->store, &err)) {
+        *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)xid, err.msg);
+        goto fail;
+    }
+    char *tok_path = dup_text(sqlite3_column_text(q, 2));
+    if (tok_path) x->tok = sl_tokenizer_load(tok_path, &err); /* missing tokenizer: show ids */
+    free(tok_path);
+    sqlite3_finalize(q);
+    /* Evict the least recently used entry nobody is reading. */
+    int victim = CACHE_SLOTS - 1;
+    while (victim >= 0 && cat->slots[victim] && cat->slots[victim]->refs) victim--;
+    if (victim >= 0) {
+        open_free(cat->slots[victim]);
+        memmove(&cat->slots[1], &cat->slots[0], (size_t)victim * sizeof cat->slots[0]);
+        cat->slots[0] = x;
+    }
+    /* else: every slot busy; x is owned by the caller alone (refs 1, freed on release) */
+    x->refs = victim >= 0 ? 1 : -1;
+    return x;
+fail:
+    sqlite3_finalize(q);
+    open_free(x);
+    return NULL;
+}
+
+void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x) {
+    (void)cat;
+    if (!x) return;
+    if (x->refs < 0)
+        open_free(x);
+    else
+        x->refs--;
+}
+
+void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out) {
+    size_t len;
+    const char *bytes = x->tok ? sl_tokenizer_token_bytes(x->tok, token, &len) : NULL;
+    if (bytes) {
+        sl_utf8_sanitize(out, bytes, len);
+    } else {
+        char num[16];
+        snprintf(num, sizeof num, "%d", (int)token);
+        sl_buf_puts(out, num);
+    }
+}
+
+/* Concatenates the window's token bytes first, so characters split across
+ * tokens are rejoined before the UTF-8 repair. */
+void sl_example_context(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out) {
+    const sl_window_token *w = x->res.windows + e->window_offset;
+    if (!x->tok) {
+        for (uint32_t i = 0; i < e->window_len; i++) {
+            if (i == e->max_index) sl_buf_puts(out, "«");
+            else if (i) sl_buf_puts(out, " ");
+            sl_token_text(x, w[i].token, out);
+            if (i == e->max_index) sl_buf_puts(out, "»");
+        }
+        return;
+    }
+    sl_buf raw = {0};
+    size_t mark_lo = 0, mark_hi = 0;
+    for (uint32_t i = 0; i < e->window_len; i++) {
+        size_t len;
+        const char *bytes = sl_tokenizer_token_bytes(x->tok, w[i].token, &len);
+        if (i == e->max_index) mark_lo = raw.len;
+        if (bytes) sl_buf_append(&raw, bytes, len);
+        if (i == e->max_index) mark_hi = raw.len;
+    }
+    sl_utf8_sanitize(out, raw.data ? raw.data : "", mark_lo);
+    sl_buf_puts(out, "«");
+    sl_utf8_sanitize(out, raw.data ? raw.data + mark_lo : "", mark_hi - mark_lo);
+    sl_buf_puts(out, "»");
+    sl_utf8_sanitize(out, raw.data ? raw.data + mark_hi : "", raw.len - mark_hi);
+    sl_buf_free(&raw);
+}
+
+void sl_example_tokens_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out) {
+    const sl_window_token *w = x->res.windows + e->window_offset;
+    json_t *arr = json_array();
+    for (uint32_t i = 0; i < e->window_len; i++) {
+        sl_buf t = {0};
+        sl_token_text(x, w[i].token, &t);
+        json_array_append_new(arr, json_stringn(sl_buf_str(&t), t.len));
+        sl_buf_free(&t);
+    }
+    char *s = json_dumps(arr, JSON_COMPACT);
+    if (s) sl_buf_puts(out, s);
+    free(s);
+    json_decref(arr);
+}
+
+/* Shortest %g form that reads back as the same float. */
+static void format_f32(float v, char *buf, size_t size) {
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, size, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+}
+
+double sl_f32_to_display(float v) {
+    char buf[32];
+    format_f32(v, buf, sizeof buf);
+    return strtod(buf, NULL);
+}
+
+void sl_example_acts_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out) {
+    const sl_window_token *w = x->res.windows + e->window_offset;
+    sl_buf_puts(out, "[");
+    for (uint32_t i = 0; i < e->window_len; i++) {
+        char num[32];
+        format_f32(w[i].act, num, sizeof num);
+        if (i) sl_buf_puts(out, ",");
+        sl_buf_puts(out, num);
+    }
+    sl_buf_puts(out, "]");
+}

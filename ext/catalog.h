@@ -1,0 +1,59 @@
+/* catalog.h: the extractions table and the per-connection cache of finished
+ * extractions (mapped results file + tokenizer) that the virtual tables read. */
+#ifndef SAELITE_CATALOG_H
+#define SAELITE_CATALOG_H
+
+#include <sqlite3ext.h>
+#include <stdint.h>
+
+#include "results.h"
+#include "tokenizer.h"
+#include "text.h"
+
+#define SL_EXTRACTIONS_DDL                                                                         \
+    "CREATE TABLE IF NOT EXISTS main.extractions(\n"                                               \
+    "  id INTEGER PRIMARY KEY,\n"                                                                  \
+    "  name TEXT, sae TEXT, source TEXT, tokenizer TEXT, store TEXT,\n"                            \
+    "  options TEXT,\n"                                                                            \
+    "  status TEXT NOT NULL DEFAULT 'queued'\n"                                                    \
+    "    CHECK (status IN ('queued','running','done','failed','cancelled')),\n"                    \
+    "  d_in INTEGER, d_sae INTEGER, seq_len INTEGER,\n"                                            \
+    "  sequences_done INTEGER DEFAULT 0, sequences_total INTEGER,\n"                               \
+    "  tokens_done INTEGER DEFAULT 0, tokens_total INTEGER,\n"                                     \
+    "  nnz INTEGER DEFAULT 0, store_bytes INTEGER DEFAULT 0,\n"                                    \
+    "  started_at TEXT, finished_at TEXT, error TEXT)"
+
+/* A finished extraction, opened for reading. */
+typedef struct sl_open_extraction {
+    int64_t id;
+    char *store;
+    sl_results res;
+    sl_tokenizer *tok; /* NULL: tokens shown as ids */
+    int refs;
+} sl_open_extraction;
+
+typedef struct sl_catalog sl_catalog;
+
+sl_catalog *sl_catalog_new(void);
+void sl_catalog_free(void *catalog);
+
+/* Opens extraction `id`, or the most recent one with status 'done' when
+ * has_id is 0. On error sets *errmsg (sqlite3_malloc'd) and returns NULL.
+ * Release with sl_catalog_release. */
+sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg);
+void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x);
+
+/* Text of a token: decoded bytes with invalid UTF-8 replaced, or the decimal id. */
+void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out);
+
+/* The window of an example as plain text with the max token wrapped in « ». */
+void sl_example_context(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
+
+/* JSON arrays of the window's token texts and activations. */
+void sl_example_tokens_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
+void sl_example_acts_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
+
+/* The double whose shortest decimal form round-trips the float (0.6f -> 0.6). */
+double sl_f32_to_display(float v);
+
+#endif

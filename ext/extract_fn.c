@@ -1,0 +1,312 @@
+/* extract_fn.c: the SQL function extract_features(...).
+ *
+ *   SELECT extract_features('sae', 'sae_dir', 'activations', 'acts.safetensors');
+ *   SELECT extract_features('{"sae": "sae_dir", "activations": "acts.safetensors"}');
+ *
+ * Validates options, records the run in `extractions`, runs the engine with a
+ * progress callback that commits progress (so other connections see it) and
+ * draws the bar, and returns the new extraction id. docs/SQL.md lists options. */
+#include <jansson.h>
+#include <sqlite3ext.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "extract.h"
+#include "extract_fn.h"
+#include "progress.h"
+
+SQLITE_EXTENSION_INIT3
+
+typedef enum { OPT_PATH, OPT_TEXT, OPT_INT, OPT_PROGRESS } opt_type;
+
+typedef struct opt_spec {
+    const char *name;
+    opt_type type;
+    int64_t min, max;
+} opt_spec;
+
+static const opt_spec opt_specs[] = {
+    {"sae", OPT_PATH, 0, 0},          {"activations", OPT_PATH, 0, 0}, {"tokenizer", OPT_PATH, 0, 0},
+    {"store", OPT_PATH, 0, 0},        {"name", OPT_TEXT, 0, 0},        {"top_k", OPT_INT, 1, 10000},
+    {"context", OPT_INT, 0, 1024},    {"batch_size", OPT_INT, 1, 1 << 20},
+    {"max_sequences", OPT_INT, 1, INT64_MAX}, {"progress", OPT_PROGRESS, 0, 0},
+};
+#define N_OPTS (int)(sizeof opt_specs / sizeof opt_specs[0])
+
+/* The options as given, validated. A JSON object (jansson) holds them so the
+ * effective options can be stored verbatim in extractions.options. */
+static int set_option(json_t *opts, const char *name, json_t *value, char **msg) {
+    const opt_spec *spec = NULL;
+    for (int i = 0; i < N_OPTS; i++)
+        if (strcmp(opt_specs[i].name, name) == 0) spec = &opt_specs[i];
+    if (!spec) {
+        char known[512] = "";
+        for (int i = 0; i < N_OPTS; i++) {
+            strcat(known, i ? ", " : "");
+            strcat(known, opt_specs[i].name);
+        }
+        *msg = sqlite3_mprintf("extract_features: unknown option '%s' (known: %s)", name, known);
+        json_decref(value);
+        return -1;
+    }
+    if (json_is_null(value)) { /* NULL: use the default */
+        json_decref(value);
+        return 0;
+    }
+    switch (spec->type) {
+    case OPT_PATH:
+    case OPT_TEXT:
+        if (!json_is_string(value) || json_string_length(value) == 0) {
+            *msg = sqlite3_mprintf("extract_features: option '%s' must be a non-empty text", name);
+            json_decref(value);
+            return -1;
+        }
+        break;
+    case OPT_INT:
+        if (!json_is_integer(value) || json_integer_value(value) < spec->min ||
+            json_integer_value(value) > spec->max) {
+            *msg = sqlite3_mprintf("extract_features: option '%s' must be an integer in [%lld, %lld]", name,
+                                   (long long)spec->min, (long long)spec->max);
+            json_decref(value);
+            return -1;
+        }
+        break;
+    case OPT_PROGRESS: {
+        const char *s = json_string_value(value);
+        if (!s || (strcmp(s, "auto") && strcmp(s, "on") && strcmp(s, "off"))) {
+            *msg = sqlite3_mprintf("extract_features: option 'progress' must be 'auto', 'on' or 'off'");
+            json_decref(value);
+            return -1;
+        }
+        break;
+    }
+    }
+    json_object_set_new(opts, name, value);
+    return 0;
+}
+
+static json_t *sql_value_to_json(sqlite3_value *v) {
+    switch (sqlite3_value_type(v)) {
+    case SQLITE_INTEGER: return json_integer(sqlite3_value_int64(v));
+    case SQLITE_FLOAT: {
+        double d = sqlite3_value_double(v);
+        return d == (double)(json_int_t)d ? json_integer((json_int_t)d) : json_real(d);
+    }
+    case SQLITE_NULL: return json_null();
+    default: {
+        const char *s = (const char *)sqlite3_value_text(v);
+        json_t *j = json_stringn(s ? s : "", (size_t)sqlite3_value_bytes(v));
+        return j ? j : json_string("\xEF\xBF\xBD"); /* invalid UTF-8: rejected by the path check */
+    }
+    }
+}
+
+static json_t *parse_options(int argc, sqlite3_value **argv, char **msg) {
+    json_t *opts = json_object();
+    if (argc == 1) {
+        json_error_t jerr;
+        const char *text = (const char *)sqlite3_value_text(argv[0]);
+        json_t *in = text ? json_loads(text, 0, &jerr) : NULL;
+        if (!json_is_object(in)) {
+            *msg = sqlite3_mprintf("extract_features: a single argument must be a JSON object of options%s%s",
+                                   in || !text ? "" : ": ", in || !text ? "" : jerr.text);
+            json_decref(in);
+            json_decref(opts);
+            return NULL;
+        }
+        const char *key;
+        json_t *val;
+        json_object_foreach(in, key, val) {
+            if (set_option(opts, key, json_incref(val), msg)) {
+                json_decref(in);
+                json_decref(opts);
+                return NULL;
+            }
+        }
+        json_decref(in);
+    } else if (argc % 2 == 0 && argc > 0) {
+        for (int i = 0; i < argc; i += 2) {
+            const char *name = (const char *)sqlite3_value_text(argv[i]);
+            if (sqlite3_value_type(argv[i]) != SQLITE_TEXT || !name) {
+                *msg = sqlite3_mprintf("extract_features: argument %d must be an option name", i + 1);
+                json_decref(opts);
+                return NULL;
+            }
+            if (set_option(opts, name, sql_value_to_json(argv[i + 1]), msg)) {
+                json_decref(opts);
+                return NULL;
+            }
+        }
+    } else {
+        *msg = sqlite3_mprintf("extract_features: expected name/value pairs or one JSON object of options");
+        json_decref(opts);
+        return NULL;
+    }
+    for (const char *const *req = (const char *const[]){"sae", "activations", NULL}; *req; req++) {
+        if (!json_object_get(opts, *req)) {
+            *msg = sqlite3_mprintf("extract_features: option '%s' is required", *req);
+            json_decref(opts);
+            return NULL;
+        }
+    }
+    return opts;
+}
+
+static const char *opt_str(json_t *opts, const char *name) { return json_string_value(json_object_get(opts, name)); }
+static int64_t opt_int(json_t *opts, const char *name, int64_t def) {
+    json_t *v = json_object_get(opts, name);
+    return v ? json_integer_value(v) : def;
+}
+
+/* Runs one statement on db with text/int64 bindings described by `types`
+ * ('t' text, 'i' int64, 'n' null), each committed on its own. */
+static int exec_bound(sqlite3 *db, const char *sql, const char *types, ...) {
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    va_list ap;
+    va_start(ap, types);
+    for (int i = 0; types[i]; i++) {
+        if (types[i] == 't') {
+            const char *s = va_arg(ap, const char *);
+            sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
+        } else if (types[i] == 'i') {
+            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        }
+    }
+    va_end(ap);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+typedef struct run_ctx {
+    sqlite3 *db;
+    int64_t id;
+    int draw;
+    const char *label;
+    double last_commit;
+} run_ctx;
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Commits progress at most a few times a second (every commit is an fsync),
+ * and always at the end of the batches. A failed UPDATE (e.g. the statement
+ * was interrupted) stops the run. */
+static int on_progress(void *arg, const sl_extract_progress *p) {
+    run_ctx *r = arg;
+    if (r->draw) sl_progress_draw(stderr, r->label, "cpu", p);
+    double now = wall_seconds();
+    if (now - r->last_commit < 0.25 && p->tokens_done < p->tokens_total) return 0;
+    r->last_commit = now;
+    int rc = exec_bound(r->db,
+                        "UPDATE main.extractions SET tokens_done = ?1, sequences_done = ?2, nnz = ?3, "
+                        "store_bytes = ?4 WHERE id = ?5",
+                        "iiiii", (int64_t)p->tokens_done, (int64_t)p->sequences_done, (int64_t)p->nnz,
+                        (int64_t)p->store_bytes, r->id);
+    return rc != SQLITE_OK;
+}
+
+/* Default store: beside the database file, or in the working directory. */
+static char *default_store(sqlite3 *db, int64_t id) {
+    const char *file = sqlite3_db_filename(db, "main");
+    if (file && *file) return sqlite3_mprintf("%s-saelite/extraction-%lld", file, (long long)id);
+    return sqlite3_mprintf("saelite-store/extraction-%lld", (long long)id);
+}
+
+static void fail_run(sqlite3 *db, int64_t id, const char *msg) {
+    exec_bound(db,
+               "UPDATE main.extractions SET status = 'failed', error = ?1, "
+               "finished_at = datetime('now') WHERE id = ?2",
+               "ti", msg, id);
+}
+
+static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    char *msg = NULL, *store = NULL, *label = NULL;
+    json_t *opts = parse_options(argc, argv, &msg);
+    sl_extraction *x = NULL;
+    if (!opts) {
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
+        return;
+    }
+    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);
+        goto done;
+    }
+    json_object_set_new(opts, "top_k", json_integer(opt_int(opts, "top_k", 20)));
+    json_object_set_new(opts, "context", json_integer(opt_int(opts, "context", 10)));
+    char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = exec_bound(db,
+                        "INSERT INTO main.extractions(name, sae, source, tokenizer, options, status, started_at) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, 'queued', datetime('now'))",
+                        opt_str(opts, "name") ? "ttttt" : "ntttt", opt_str(opts, "name"), opt_str(opts, "sae"),
+                        opt_str(opts, "activations"), opt_str(opts, "tokenizer"), opts_text);
+    free(opts_text);
+    if (rc != SQLITE_OK) {
+        sqlite3_result_error(ctx, sqlite3_errmsg(db), -1);
+        goto done;
+    }
+    int64_t id = sqlite3_last_insert_rowid(db);
+    store = opt_str(opts, "store") ? sqlite3_mprintf("%s", opt_str(opts, "store")) : default_store(db, id);
+    label = opt_str(opts, "name") ? sqlite3_mprintf("%s", opt_str(opts, "name"))
+                                  : sqlite3_mprintf("extraction-%lld", (long long)id);
+    exec_bound(db, "UPDATE main.extractions SET store = ?1, name = ?2 WHERE id = ?3", "tti", store, label, id);
+
+    sl_extract_opts eo = {
+        .sae_path = opt_str(opts, "sae"),
+        .activations_path = opt_str(opts, "activations"),
+        .tokenizer_path = opt_str(opts, "tokenizer"),
+        .store_dir = store,
+        .top_k = (uint32_t)opt_int(opts, "top_k", 20),
+        .context = (uint32_t)opt_int(opts, "context", 10),
+        .batch_size = (uint32_t)opt_int(opts, "batch_size", 0),
+        .max_sequences = (uint64_t)opt_int(opts, "max_sequences", 0),
+    };
+    sl_err err = {{0}};
+    if (!(x = sl_extraction_open(&eo, &err))) {
+        fail_run(db, id, err.msg);
+        sqlite3_result_error(ctx, err.msg, -1);
+        goto done;
+    }
+    sl_extract_shape s = sl_extraction_shape(x);
+    exec_bound(db,
+               "UPDATE main.extractions SET status = 'running', d_in = ?1, d_sae = ?2, seq_len = ?3, "
+               "sequences_total = ?4, tokens_total = ?5 WHERE id = ?6",
+               "iiiiii", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
+               (int64_t)s.tokens_total, id);
+    const char *progress = opt_str(opts, "progress");
+    run_ctx r = {.db = db, .id = id, .label = label};
+    r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);
+    rc = sl_extraction_run(x, on_progress, &r, &err);
+    if (r.draw) sl_progress_end(stderr);
+    if (rc != 0) {
+        fail_run(db, id, err.msg);
+        sqlite3_result_error(ctx, err.msg, -1);
+        goto done;
+    }
+    exec_bound(db, "UPDATE main.extractions SET status = 'done', finished_at = datetime('now') WHERE id = ?1", "i",
+               id);
+    sqlite3_result_int64(ctx, id);
+done:
+    sl_extraction_close(x);
+    sqlite3_free(msg);
+    sqlite3_free(store);
+    sqlite3_free(label);
+    json_decref(opts);
+}
+
+int sl_register_extract(sqlite3 *db) {
+    /* Not deterministic, not innocuous: it reads and writes files. */
+    return sqlite3_create_function_v2(db, "extract_features", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                      extract_features_fn, NULL, NULL, NULL);
+}
