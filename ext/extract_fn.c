@@ -162,8 +162,8 @@ static int64_t opt_int(json_t *opts, const char *name, int64_t def) {
     return v ? json_integer_value(v) : def;
 }
 
-/* Runs one statement on db with text/int64 bindings described by `types`
- * ('t' text, 'i' int64, 'n' null), each committed on its own. */
+/* Runs one statement on db with bindings described by `types` ('t' text, a
+ * NULL pointer binding NULL; 'i' int64), committed on its own. */
 static int exec_bound(sqlite3 *db, const char *sql, const char *types, ...) {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -249,7 +249,7 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     int rc = exec_bound(db,
                         "INSERT INTO main.extractions(name, sae, source, tokenizer, options, status, started_at) "
                         "VALUES (?1, ?2, ?3, ?4, ?5, 'queued', datetime('now'))",
-                        opt_str(opts, "name") ? "ttttt" : "ntttt", opt_str(opts, "name"), opt_str(opts, "sae"),
+                        "ttttt", opt_str(opts, "name"), opt_str(opts, "sae"),
                         opt_str(opts, "activations"), opt_str(opts, "tokenizer"), opts_text);
     free(opts_text);
     if (rc != SQLITE_OK) {
