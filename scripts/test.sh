@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds the extension and runs every
+# test with ctest; then builds again with AddressSanitizer + UBSan and runs the
+# suite there too. Usage: scripts/test.sh [--no-sanitize]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "${1:-}" != "--no-sanitize" ]; then
+  echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer =="
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSAELITE_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+fi
