@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "act_input.h"
+#include "csr.h"
 #include "fsutil.h"
 #include "results.h"
 #include "sae.h"
@@ -22,12 +23,8 @@ typedef struct batch_buf {
     int state;
     uint32_t segment_no;
     uint64_t first_row;
-    uint32_t n_rows;
-    uint64_t *row_ptr;   /* [rows_cap + 1] */
-    uint32_t *col;       /* [nnz_cap] */
-    float *val;          /* [nnz_cap] */
-    int32_t *tokens;     /* [rows_cap] */
-    size_t nnz_cap;
+    sl_csr_builder csr;  /* f32 activations of the batch's rows */
+    int32_t *tokens;     /* [batch_rows] */
 } batch_buf;
 
 struct sl_extraction {
@@ -74,9 +71,7 @@ void sl_extraction_close(sl_extraction *x) {
     pthread_mutex_destroy(&x->mu);
     pthread_cond_destroy(&x->cv);
     for (int i = 0; i < 2; i++) {
-        free(x->bufs[i].row_ptr);
-        free(x->bufs[i].col);
-        free(x->bufs[i].val);
+        sl_csr_free(&x->bufs[i].csr);
         free(x->bufs[i].tokens);
     }
     sl_stats_free(x->stats);
@@ -172,8 +167,7 @@ static void *writer_main(void *arg) {
         int rc = 0;
         sl_err e;
         if (!failed) {
-            sl_csr csr = {.n_rows = b->n_rows, .n_cols = (uint32_t)x->shape.d_sae, .row_ptr = b->row_ptr,
-                          .col = b->col, .val = b->val};
+            sl_csr csr = sl_csr_view(&b->csr, (uint32_t)x->shape.d_sae);
             sl_stats_add(x->stats, &csr, b->first_row);
             char path[4200];
             sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
@@ -186,8 +180,8 @@ static void *writer_main(void *arg) {
             x->writer_err = e;
         }
         if (!failed && rc == 0) {
-            x->rows_committed += b->n_rows;
-            x->nnz_committed += b->row_ptr[b->n_rows];
+            x->rows_committed += b->csr.n_rows;
+            x->nnz_committed += b->csr.row_ptr[b->csr.n_rows];
             x->bytes_committed += ss.file_bytes;
         }
         b->state = BUF_FREE;
@@ -196,33 +190,6 @@ static void *writer_main(void *arg) {
     }
     pthread_mutex_unlock(&x->mu);
     return NULL;
-}
-
-/* Appends the nonzeros of dense rows [n, d_sae] to b, growing its arrays. */
-static int append_csr(batch_buf *b, const float *dense, uint32_t n, uint32_t d_sae, sl_err *err) {
-    for (uint32_t r = 0; r < n; r++) {
-        const float *row = dense + (size_t)r * d_sae;
-        uint64_t nnz = b->row_ptr[b->n_rows];
-        if (nnz + d_sae > b->nnz_cap) { /* worst case for this row */
-            size_t cap = b->nnz_cap ? b->nnz_cap * 2 : 1 << 16;
-            while (cap < nnz + d_sae) cap *= 2;
-            uint32_t *col = realloc(b->col, cap * sizeof *col);
-            if (col) b->col = col;
-            float *val = realloc(b->val, cap * sizeof *val);
-            if (val) b->val = val;
-            if (!col || !val) return sl_errf(err, "out of memory growing the CSR batch to %zu nonzeros", cap);
-            b->nnz_cap = cap;
-        }
-        for (uint32_t f = 0; f < d_sae; f++) {
-            if (row[f] > 0.0f) {
-                b->col[nnz] = f;
-                b->val[nnz] = row[f];
-                nnz++;
-            }
-        }
-        b->row_ptr[++b->n_rows] = nnz;
-    }
-    return 0;
 }
 
 static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
@@ -252,9 +219,8 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         goto done;
     }
     for (int i = 0; i < 2; i++) {
-        x->bufs[i].row_ptr = malloc(((size_t)batch_rows + 1) * sizeof(uint64_t));
         x->bufs[i].tokens = malloc((size_t)batch_rows * sizeof(int32_t));
-        if (!x->bufs[i].row_ptr || !x->bufs[i].tokens) {
+        if (!x->bufs[i].tokens) {
             sl_errf(err, "out of memory for a batch of %u tokens (lower batch_size)", batch_rows);
             goto done;
         }
@@ -281,12 +247,11 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         if (sl_act_input_read(&x->input, first_seq, n_seq, input, b->tokens, err)) goto done;
         b->first_row = first_seq * s->seq_len;
         b->segment_no = (uint32_t)bi;
-        b->n_rows = 0;
-        b->row_ptr[0] = 0;
+        if (sl_csr_reset(&b->csr, rows, err)) goto done;
         for (uint32_t r0 = 0; r0 < rows; r0 += x->chunk_rows) {
             uint32_t n = rows - r0 < x->chunk_rows ? rows - r0 : x->chunk_rows;
             sl_sae_encode(x->sae, input + (size_t)r0 * (size_t)s->d_in, (int)n, dense, ws);
-            if (append_csr(b, dense, n, d_sae, err)) goto done;
+            if (sl_csr_append_dense(&b->csr, dense, n, d_sae, err)) goto done;
         }
         x->segments[bi] = (sl_segment_ref){.first_row = b->first_row, .n_rows = rows};
         x->n_segments = (uint32_t)bi + 1;
