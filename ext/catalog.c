@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 SQLITE_EXTENSION_INIT3
 
@@ -29,6 +30,19 @@ void sl_catalog_free(void *catalog) {
     if (!cat) return;
     for (int i = 0; i < CACHE_SLOTS; i++) open_free(cat->slots[i]);
     free(cat);
+}
+
+/* Identity of a store's results file, so a cached mapping is dropped when the
+ * store was rebuilt (same id and path, new file). */
+static int results_identity(const char *store, struct stat *sb) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", store, SL_RESULTS_FILE);
+    return stat(path, sb);
+}
+
+static int same_file(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_size == b->st_size;
 }
 
 static char *dup_text(const unsigned char *s) { return s ? strdup((const char *)s) : NULL; }
@@ -58,9 +72,11 @@ sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id,
         return NULL;
     }
     const char *store = (const char *)sqlite3_column_text(q, 1);
+    struct stat now;
+    int have_file = store && results_identity(store, &now) == 0;
     for (int i = 0; i < CACHE_SLOTS; i++) {
         sl_open_extraction *x = cat->slots[i];
-        if (x && x->id == xid && store && strcmp(x->store, store) == 0) {
+        if (x && x->id == xid && have_file && strcmp(x->store, store) == 0 && same_file(&x->file, &now)) {
             memmove(&cat->slots[1], &cat->slots[0], (size_t)i * sizeof cat->slots[0]);
             cat->slots[0] = x;
             x->refs++;
@@ -75,6 +91,7 @@ sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id,
         goto fail;
     }
     x->id = xid;
+    if (have_file) x->file = now;
     if (sl_results_open(&x->res, x->store, &err)) {
         *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)xid, err.msg);
         goto fail;

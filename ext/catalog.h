@@ -5,6 +5,7 @@
 
 #include <sqlite3ext.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "results.h"
 #include "tokenizer.h"
@@ -27,6 +28,7 @@
 typedef struct sl_open_extraction {
     int64_t id;
     char *store;
+    struct stat file; /* the results file mapped, to notice a rebuilt store */
     sl_results res;
     sl_tokenizer *tok; /* NULL: tokens shown as ids */
     int refs;

@@ -17,6 +17,7 @@
 #include "catalog.h"
 #include "extract.h"
 #include "extract_fn.h"
+#include "fsutil.h"
 #include "progress.h"
 
 SQLITE_EXTENSION_INIT3
@@ -215,11 +216,20 @@ static int on_progress(void *arg, const sl_extract_progress *p) {
     return rc != SQLITE_OK;
 }
 
-/* Default store: beside the database file, or in the working directory. */
+/* Default store: beside the database file, or in the working directory. A
+ * directory left by an earlier database of the same name is never reused: the
+ * name gets a suffix instead. */
 static char *default_store(sqlite3 *db, int64_t id) {
     const char *file = sqlite3_db_filename(db, "main");
-    if (file && *file) return sqlite3_mprintf("%s-saelite/extraction-%lld", file, (long long)id);
-    return sqlite3_mprintf("saelite-store/extraction-%lld", (long long)id);
+    char *root = file && *file ? sqlite3_mprintf("%s-saelite/extraction-%lld", file, (long long)id)
+                               : sqlite3_mprintf("saelite-store/extraction-%lld", (long long)id);
+    char *path = root ? sqlite3_mprintf("%s", root) : NULL;
+    for (int n = 2; path && !sl_dir_is_absent_or_empty(path) && n < 1000; n++) {
+        sqlite3_free(path);
+        path = sqlite3_mprintf("%s-%d", root, n);
+    }
+    sqlite3_free(root);
+    return path;
 }
 
 static void fail_run(sqlite3 *db, int64_t id, const char *msg) {
