@@ -1,0 +1,72 @@
+/* model_math.h: per-element and per-row transformer math shared by the CPU
+ * forward pass (model.c) and the CUDA kernels, so that the CPU tests exercise
+ * exactly the arithmetic the GPU runs. Everything here is header-only and
+ * SL_HD (host + device). */
+#ifndef SAELITE_MODEL_MATH_H
+#define SAELITE_MODEL_MATH_H
+
+#include <math.h>
+
+#include "dtype.h" /* SL_HD */
+
+/* GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh" / "gelu_fast"):
+ * 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as the equal
+ * x / (1 + exp(-2u)): one expf instead of tanhf (about twice as fast) and no
+ * cancellation in 1 + tanh(u) for negative x. Large |u| gives x or -0. */
+static inline SL_HD float sl_gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    float u = k * (x + 0.044715f * x * x * x);
+    return x / (1.0f + expf(-2.0f * u));
+}
+
+/* GELU, exact (HF "gelu", torch.nn.functional.gelu): 0.5 x (1 + erf(x / sqrt(2))). */
+static inline SL_HD float sl_gelu_erf(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+}
+
+/* 1 / sqrt(var + eps): the LayerNorm scale from the biased (N) variance. */
+static inline SL_HD float sl_ln_rstd(double var, float eps) {
+    return (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* Affine step of LayerNorm for one element. */
+static inline SL_HD float sl_ln_apply(float x, float mean, float rstd, float w, float b) {
+    return (x - mean) * rstd * w + b;
+}
+
+/* torch.nn.LayerNorm of one row of n: y = (x - mean) / sqrt(var + eps) * w + b,
+ * var the biased (divide by n) variance. Two passes, double accumulation.
+ * y may alias x. */
+static inline SL_HD void sl_layer_norm_row(const float *x, const float *w, const float *b, float *y, int n,
+                                           float eps) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    double mean = sum / (double)n;
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        double c = (double)x[i] - mean;
+        ss += c * c;
+    }
+    float rstd = sl_ln_rstd(ss / (double)n, eps);
+    float m = (float)mean;
+    for (int i = 0; i < n; i++) y[i] = sl_ln_apply(x[i], m, rstd, w[i], b[i]);
+}
+
+/* Causal softmax of one attention row of n scores: the first len (1 <= len <= n)
+ * are softmaxed with the max subtracted; the masked rest [len, n) become 0,
+ * exactly what softmax gives for scores masked with finfo.min. */
+static inline SL_HD void sl_softmax_causal_row(float *row, int len, int n) {
+    float mx = row[0];
+    for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j < len; j++) {
+        float e = expf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < len; j++) row[j] *= inv;
+    for (int j = len; j < n; j++) row[j] = 0.0f;
+}
+
+#endif
