@@ -45,6 +45,13 @@ int sl_csr_append_dense(sl_csr_builder *b, const float *dense, uint32_t n, uint3
     return 0;
 }
 
+int sl_csr_append_empty(sl_csr_builder *b, sl_err *err) {
+    if (b->n_rows + 1 > b->rows_cap) return sl_errf(err, "CSR batch overflow (%u rows)", b->rows_cap);
+    b->row_ptr[b->n_rows + 1] = b->row_ptr[b->n_rows];
+    b->n_rows++;
+    return 0;
+}
+
 sl_csr sl_csr_view(const sl_csr_builder *b, uint32_t n_cols) {
     return (sl_csr){.n_rows = b->n_rows, .n_cols = n_cols, .row_ptr = b->row_ptr, .col = b->col, .val = b->val};
 }

@@ -20,6 +20,8 @@ typedef struct sl_csr_builder {
 int sl_csr_reset(sl_csr_builder *b, uint32_t rows_cap, sl_err *err);
 /* Appends the entries > 0 of dense rows [n, d_sae] (ascending feature ids). */
 int sl_csr_append_dense(sl_csr_builder *b, const float *dense, uint32_t n, uint32_t d_sae, sl_err *err);
+/* Appends an empty row (a token that does not go to the SAE). */
+int sl_csr_append_empty(sl_csr_builder *b, sl_err *err);
 /* A view of the rows built so far. */
 sl_csr sl_csr_view(const sl_csr_builder *b, uint32_t n_cols);
 void sl_csr_free(sl_csr_builder *b);

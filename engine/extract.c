@@ -7,7 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "act_input.h"
 #include "csr.h"
 #include "fsutil.h"
 #include "results.h"
@@ -25,13 +24,14 @@ typedef struct batch_buf {
     uint64_t first_row;
     sl_csr_builder csr;  /* f32 activations of the batch's rows */
     int32_t *tokens;     /* [batch_rows] */
+    uint32_t n_counted;  /* rows that went to the SAE */
 } batch_buf;
 
 struct sl_extraction {
     sl_extract_opts opts;
     char *store_dir;
     sl_sae *sae;
-    sl_act_input input;
+    sl_source src;
     sl_extract_shape shape;
     uint32_t chunk_rows; /* rows encoded per GEMM: bounds the dense buffer */
 
@@ -48,7 +48,7 @@ struct sl_extraction {
     int shutdown;
     int writer_failed;
     sl_err writer_err;
-    uint64_t rows_committed, nnz_committed, bytes_committed;
+    uint64_t rows_committed, tokens_committed, nnz_committed, bytes_committed;
 };
 
 static double now_seconds(void) {
@@ -76,7 +76,7 @@ void sl_extraction_close(sl_extraction *x) {
     }
     sl_stats_free(x->stats);
     free(x->segments);
-    sl_act_input_close(&x->input);
+    sl_source_close(&x->src);
     sl_sae_free(x->sae);
     free(x->store_dir);
     free(x);
@@ -93,42 +93,23 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         goto fail;
     }
     if (!(x->sae = sl_sae_load(opts->sae_path, err))) goto fail;
-    if (sl_act_input_open(&x->input, opts->activations_path, err)) goto fail;
-    if ((int)x->input.d_in != x->sae->d_in) {
-        sl_errf_path(err, opts->activations_path,
-                     "activations have d_in %u but the SAE %s has d_in %d", x->input.d_in,
-                     opts->sae_path, x->sae->d_in);
+    if (!sl_dir_is_absent_or_empty(opts->store_dir)) {
+        sl_errf_path(err, opts->store_dir, "store directory exists and is not empty (choose another 'store')");
         goto fail;
     }
-    int64_t min_id, max_id;
-    if (sl_act_input_token_range(&x->input, &min_id, &max_id, err)) goto fail;
-    if (min_id < 0) {
-        sl_errf_path(err, opts->activations_path, "token id %lld is out of range (negative)", (long long)min_id);
-        goto fail;
-    }
-    if (opts->tokenizer_path) {
-        sl_tokenizer *tok = sl_tokenizer_load(opts->tokenizer_path, err);
-        if (!tok) goto fail;
-        int32_t vocab = sl_tokenizer_vocab_size(tok);
-        sl_tokenizer_free(tok);
-        if (max_id >= vocab) {
-            sl_errf_path(err, opts->activations_path,
-                         "token id %lld is out of range for the tokenizer %s (vocabulary of %d)",
-                         (long long)max_id, opts->tokenizer_path, vocab);
-            goto fail;
-        }
-    } else if (max_id > INT32_MAX) {
-        sl_errf_path(err, opts->activations_path, "token id %lld is out of range (above 2^31-1)", (long long)max_id);
-        goto fail;
-    }
+    if (sl_mkdirs(opts->store_dir, err)) goto fail;
+    if (sl_source_open(&x->src, &opts->source, x->sae, opts->store_dir, err)) goto fail;
 
     sl_extract_shape *s = &x->shape;
     s->d_in = x->sae->d_in;
     s->d_sae = x->sae->d_sae;
-    s->seq_len = x->input.seq_len;
-    s->sequences_total = x->input.n_seq;
+    s->from_model = x->src.from_model;
+    snprintf(s->hook, sizeof s->hook, "%s", x->src.hook_name);
+    s->seq_len = x->src.seq_len;
+    s->sequences_total = x->src.n_seq;
     if (opts->max_sequences && opts->max_sequences < s->sequences_total) s->sequences_total = opts->max_sequences;
-    s->tokens_total = s->sequences_total * s->seq_len;
+    s->tokens_total = s->sequences_total * s->seq_len; /* padding only ends the last sequence */
+    if (s->tokens_total > x->src.n_tokens) s->tokens_total = x->src.n_tokens;
     s->batch_size = opts->batch_size ? opts->batch_size : (s->seq_len >= 4096 ? 1 : 4096 / s->seq_len);
     if ((uint64_t)s->batch_size * s->seq_len > UINT32_MAX / 2) {
         sl_errf(err, "batch_size %u x seq_len %u is too many tokens per batch", s->batch_size, s->seq_len);
@@ -138,11 +119,6 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
     uint32_t chunk = (uint32_t)((16u << 20) / (uint32_t)s->d_sae);
     x->chunk_rows = chunk < 1 ? 1 : chunk > 1024 ? 1024 : chunk;
 
-    if (!sl_dir_is_absent_or_empty(opts->store_dir)) {
-        sl_errf_path(err, opts->store_dir, "store directory exists and is not empty (choose another 'store')");
-        goto fail;
-    }
-    if (sl_mkdirs(opts->store_dir, err)) goto fail;
     if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
     return x;
 fail:
@@ -168,7 +144,7 @@ static void *writer_main(void *arg) {
         sl_err e;
         if (!failed) {
             sl_csr csr = sl_csr_view(&b->csr, (uint32_t)x->shape.d_sae);
-            sl_stats_add(x->stats, &csr, b->first_row);
+            sl_stats_add(x->stats, &csr, b->first_row, b->n_counted);
             char path[4200];
             sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
             rc = sl_segment_write(path, b->first_row, x->shape.seq_len, &csr, b->tokens, 0, &ss, &e);
@@ -181,6 +157,7 @@ static void *writer_main(void *arg) {
         }
         if (!failed && rc == 0) {
             x->rows_committed += b->csr.n_rows;
+            x->tokens_committed += b->n_counted;
             x->nnz_committed += b->csr.row_ptr[b->csr.n_rows];
             x->bytes_committed += ss.file_bytes;
         }
@@ -194,11 +171,13 @@ static void *writer_main(void *arg) {
 
 static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
     pthread_mutex_lock(&x->mu);
-    p->tokens_done = x->rows_committed;
+    uint64_t rows = x->rows_committed;
+    p->tokens_done = rows < x->shape.tokens_total ? rows : x->shape.tokens_total; /* not counting padding */
+    p->tokens_counted = x->tokens_committed;
     p->nnz = x->nnz_committed;
     p->store_bytes = x->bytes_committed;
     pthread_mutex_unlock(&x->mu);
-    p->sequences_done = p->tokens_done / x->shape.seq_len;
+    p->sequences_done = rows / x->shape.seq_len;
     p->sequences_total = x->shape.sequences_total;
     p->tokens_total = x->shape.tokens_total;
     p->seconds = now_seconds() - t0;
@@ -209,12 +188,13 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
     const uint32_t batch_rows = s->batch_size * s->seq_len, d_sae = (uint32_t)s->d_sae;
     double t0 = now_seconds();
     float *input = malloc((size_t)batch_rows * (size_t)s->d_in * sizeof(float));    /* [batch_rows, d_in] */
+    uint8_t *include = malloc(batch_rows);                                          /* [batch_rows] */
     float *dense = malloc((size_t)x->chunk_rows * d_sae * sizeof(float));         /* [chunk_rows, d_sae] */
     float *ws = malloc(sl_sae_workspace_floats(x->sae, (int)x->chunk_rows) * sizeof(float));
     uint64_t n_batches = (s->sequences_total + s->batch_size - 1) / s->batch_size;
     x->segments = calloc(n_batches ? n_batches : 1, sizeof *x->segments);
     int rc = -1;
-    if (!input || !dense || !ws || !x->segments) {
+    if (!input || !include || !dense || !ws || !x->segments) {
         sl_errf(err, "out of memory for a batch of %u tokens (lower batch_size)", batch_rows);
         goto done;
     }
@@ -244,15 +224,32 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         if (failed) break;
 
         uint32_t rows = n_seq * s->seq_len;
-        if (sl_act_input_read(&x->input, first_seq, n_seq, input, b->tokens, err)) goto done;
+        if (sl_source_read(&x->src, first_seq, n_seq, input, b->tokens, include, err)) goto done;
         b->first_row = first_seq * s->seq_len;
         b->segment_no = (uint32_t)bi;
         if (sl_csr_reset(&b->csr, rows, err)) goto done;
-        for (uint32_t r0 = 0; r0 < rows; r0 += x->chunk_rows) {
-            uint32_t n = rows - r0 < x->chunk_rows ? rows - r0 : x->chunk_rows;
-            sl_sae_encode(x->sae, input + (size_t)r0 * (size_t)s->d_in, (int)n, dense, ws);
-            if (sl_csr_append_dense(&b->csr, dense, n, d_sae, err)) goto done;
+        /* Only rows that count reach the SAE: compact them to the front. */
+        uint32_t n_inc = 0;
+        for (uint32_t r = 0; r < rows; r++) {
+            if (!include[r]) continue;
+            if (n_inc != r)
+                memcpy(input + (size_t)n_inc * (size_t)s->d_in, input + (size_t)r * (size_t)s->d_in,
+                       (size_t)s->d_in * sizeof(float));
+            n_inc++;
         }
+        b->n_counted = n_inc;
+        uint32_t next_row = 0; /* batch row the next encoded row belongs to */
+        for (uint32_t c0 = 0; c0 < n_inc; c0 += x->chunk_rows) {
+            uint32_t n = n_inc - c0 < x->chunk_rows ? n_inc - c0 : x->chunk_rows;
+            sl_sae_encode(x->sae, input + (size_t)c0 * (size_t)s->d_in, (int)n, dense, ws);
+            for (uint32_t j = 0; j < n; j++, next_row++) {
+                for (; !include[next_row]; next_row++)
+                    if (sl_csr_append_empty(&b->csr, err)) goto done;
+                if (sl_csr_append_dense(&b->csr, dense + (size_t)j * d_sae, 1, d_sae, err)) goto done;
+            }
+        }
+        for (; next_row < rows; next_row++)
+            if (sl_csr_append_empty(&b->csr, err)) goto done;
         x->segments[bi] = (sl_segment_ref){.first_row = b->first_row, .n_rows = rows};
         x->n_segments = (uint32_t)bi + 1;
 
@@ -282,7 +279,8 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         goto done;
     }
     sl_stats_sort_examples(x->stats);
-    if (sl_results_write(x->store_dir, x->stats, x->opts.context, s->seq_len, x->segments, x->n_segments, err))
+    if (sl_results_write(x->store_dir, x->stats, x->opts.context, s->seq_len, x->segments, x->n_segments, &x->src,
+                         err))
         goto done;
     fill_progress(x, &p, t0);
     p.finalizing = 0;
@@ -295,6 +293,7 @@ done:
         pthread_mutex_unlock(&x->mu);
     }
     free(input);
+    free(include);
     free(dense);
     free(ws);
     return rc;

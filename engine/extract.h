@@ -1,8 +1,9 @@
 /* extract.h: one extraction, from an input dataset to a finished store.
  *
  * The pipeline (docs/ARCHITECTURE.md):
- *   main thread:   read a batch of sequences -> SAE encode in row chunks (GEMM)
- *                  -> dense to CSR (f32)
+ *   main thread:   read a batch of sequences (stored activations, or the model
+ *                  forward up to the hook) -> SAE encode of the rows that count,
+ *                  in row chunks (GEMM) -> dense to CSR (f32)
  *   writer thread: statistics + top-k from the f32 CSR -> segment file (LZ4,
  *                  fsync, rename)
  * Two batch buffers alternate, so encoding batch i+1 overlaps writing batch i.
@@ -14,11 +15,11 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "source.h"
 
 typedef struct sl_extract_opts {
     const char *sae_path;
-    const char *activations_path;
-    const char *tokenizer_path; /* NULL: none */
+    sl_source_opts source;      /* stored activations, or model + dataset */
     const char *store_dir;
     uint32_t top_k;
     uint32_t context;
@@ -28,7 +29,8 @@ typedef struct sl_extract_opts {
 
 typedef struct sl_extract_progress {
     uint64_t sequences_done, sequences_total;
-    uint64_t tokens_done, tokens_total;
+    uint64_t tokens_done, tokens_total; /* positions processed, padding excluded */
+    uint64_t tokens_counted;            /* of which went to the SAE (not special) */
     uint64_t nnz, store_bytes;
     double seconds;
     int finalizing;
@@ -42,6 +44,8 @@ typedef struct sl_extraction sl_extraction;
 
 typedef struct sl_extract_shape {
     int d_in, d_sae;
+    int from_model;
+    char hook[256];
     uint32_t seq_len;
     uint64_t sequences_total, tokens_total;
     uint32_t batch_size;

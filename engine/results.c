@@ -15,7 +15,7 @@
 
 _Static_assert(sizeof(sl_results_header) == 64, "header layout");
 _Static_assert(sizeof(sl_result_feature) == 40, "feature record layout");
-_Static_assert(sizeof(sl_result_example) == 32, "example record layout");
+_Static_assert(sizeof(sl_result_example) == 48, "example record layout");
 _Static_assert(sizeof(sl_window_token) == 8, "window token layout");
 
 typedef struct pending_window {
@@ -60,8 +60,39 @@ static int decoded_load(decoded_segment *d, const char *store_dir, uint32_t segm
     return 0;
 }
 
+/* The window of the example at `row`: [row - context, row + context] within its
+ * sequence, stopping before padding. */
+static void window_bounds(uint64_t row, uint32_t seq_len, uint32_t context, const sl_source *src, uint64_t *lo,
+                          uint64_t *hi) {
+    uint64_t pos = row % seq_len, first = row - pos;
+    *lo = first + (pos > context ? pos - context : 0);
+    *hi = first + (pos + context < seq_len - 1 ? pos + context : seq_len - 1);
+    uint64_t doc;
+    uint32_t cs, ce;
+    int32_t token;
+    while (*hi > row && sl_source_row_origin(src, *hi, &doc, &cs, &ce, &token) == 0 && token < 0) (*hi)--;
+}
+
+/* The max token's document and the characters the window covers in it. */
+static void window_origin(const sl_source *src, uint64_t lo, uint64_t hi, uint64_t row, sl_result_example *e) {
+    uint64_t doc, d;
+    uint32_t cs, ce, s, t;
+    int32_t token;
+    e->document = SL_NO_DOCUMENT;
+    if (sl_source_row_origin(src, row, &doc, &cs, &ce, &token) != 0) return;
+    e->document = doc;
+    e->char_start = UINT32_MAX;
+    e->char_end = 0;
+    for (uint64_t r = lo; r <= hi; r++) {
+        if (sl_source_row_origin(src, r, &d, &s, &t, &token) != 0 || d != doc || token < 0 || s == t) continue;
+        if (s < e->char_start) e->char_start = s;
+        if (t > e->char_end) e->char_end = t;
+    }
+    if (e->char_start > e->char_end) e->char_start = e->char_end = 0; /* only special tokens */
+}
+
 int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context, uint32_t seq_len,
-                     const sl_segment_ref *segments, uint32_t n_segments, sl_err *err) {
+                     const sl_segment_ref *segments, uint32_t n_segments, const sl_source *src, sl_err *err) {
     const uint32_t d_sae = st->d_sae, k = st->top_k;
     char path[4200], tmp[4220];
     snprintf(path, sizeof path, "%s/%s", store_dir, SL_RESULTS_FILE);
@@ -71,9 +102,8 @@ int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context
     uint64_t n_window_tokens = 0, n_pending = 0;
     for (uint32_t f = 0; f < d_sae; f++) {
         for (uint32_t i = 0; i < st->acc[f].n_examples; i++) {
-            uint64_t pos = st->heap[(size_t)f * k + i].row % seq_len;
-            uint64_t lo = pos > context ? pos - context : 0;
-            uint64_t hi = pos + context < seq_len - 1 ? pos + context : seq_len - 1;
+            uint64_t lo, hi;
+            window_bounds(st->heap[(size_t)f * k + i].row, seq_len, context, src, &lo, &hi);
             n_window_tokens += hi - lo + 1;
             n_pending++;
         }
@@ -102,7 +132,7 @@ int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context
     sl_result_example *ex = (sl_result_example *)(feats + d_sae);
     sl_window_token *win = (sl_window_token *)(ex + (size_t)d_sae * k);
     memcpy(h->magic, "SAELRES1", 8);
-    h->version = 1;
+    h->version = 2;
     h->d_sae = d_sae;
     h->top_k = k;
     h->context = context;
@@ -128,15 +158,15 @@ int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context
         for (uint32_t i = 0; i < a->n_examples; i++) {
             size_t slot = (size_t)f * k + i;
             const sl_example *e = &st->heap[slot];
-            uint64_t pos = e->row % seq_len;
-            uint64_t lo = pos > context ? pos - context : 0;
-            uint64_t hi = pos + context < seq_len - 1 ? pos + context : seq_len - 1;
+            uint64_t lo, hi;
+            window_bounds(e->row, seq_len, context, src, &lo, &hi);
             ex[slot] = (sl_result_example){.act = e->act,
-                                           .position = (uint32_t)pos,
+                                           .position = (uint32_t)(e->row % seq_len),
                                            .sequence = e->row / seq_len,
                                            .window_offset = offset,
                                            .window_len = (uint32_t)(hi - lo + 1),
-                                           .max_index = (uint32_t)(pos - lo)};
+                                           .max_index = (uint32_t)(e->row - lo)};
+            window_origin(src, lo, hi, e->row, &ex[slot]);
             offset += hi - lo + 1;
             pending[np++] = (pending_window){.row = e->row, .slot = slot};
         }
@@ -161,7 +191,7 @@ int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context
         }
         const sl_result_example *e = &ex[pending[p].slot];
         uint32_t f = (uint32_t)(pending[p].slot / k);
-        uint64_t first = e->sequence * seq_len + e->position - e->max_index;
+        uint64_t first = pending[p].row - e->max_index;
         for (uint32_t t = 0; t < e->window_len; t++) {
             uint64_t local = first + t - segments[seg_i].first_row;
             const sl_block *blk = &cur.blocks[local / cur.block_rows];
@@ -206,7 +236,7 @@ int sl_results_open(sl_results *res, const char *store_dir, sl_err *err) {
     if (map == MAP_FAILED) return sl_errf_path(err, path, "cannot mmap: %s", strerror(errno));
     size_t size = (size_t)sb.st_size;
     const sl_results_header *h = map;
-    int ok = memcmp(h->magic, "SAELRES1", 8) == 0 && h->version == 1;
+    int ok = memcmp(h->magic, "SAELRES1", 8) == 0 && h->version == 2;
     if (!ok) {
         munmap(map, size);
         return sl_errf_path(err, path, "not a saelite results file (bad magic or version)");

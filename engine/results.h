@@ -5,7 +5,7 @@
  *
  *   sl_results_header                      (64 bytes)
  *   sl_result_feature  features[d_sae]     (40 bytes each)
- *   sl_result_example  examples[d_sae * top_k]  (32 bytes each; feature f's
+ *   sl_result_example  examples[d_sae * top_k]  (48 bytes each; feature f's
  *                      examples are slots [f*top_k, f*top_k + n_examples), best first)
  *   sl_window_token    windows[n_window_tokens] (8 bytes each; an example's
  *                      window is windows[window_offset .. + window_len))
@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "source.h"
 #include "stats.h"
 
 #define SL_RESULTS_FILE "results.slr"
@@ -51,7 +52,11 @@ typedef struct sl_result_example {
     uint64_t window_offset;
     uint32_t window_len;
     uint32_t max_index;  /* the max token's index in the window */
+    uint64_t document;   /* the max token's document (SL_NO_DOCUMENT for stored activations) */
+    uint32_t char_start, char_end; /* the window's span in that document, in characters */
 } sl_result_example;
+
+#define SL_NO_DOCUMENT UINT64_MAX
 
 typedef struct sl_window_token {
     int32_t token;
@@ -65,9 +70,10 @@ typedef struct sl_segment_ref {
 } sl_segment_ref;
 
 /* Writes DIR/results.slr (via a temporary file, fsynced and renamed): statistics
- * from st (examples must be sorted), windows read back from the segments. */
+ * from st (examples must be sorted), windows read back from the segments,
+ * documents and character spans from src (windows stop before padding). */
 int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context, uint32_t seq_len,
-                     const sl_segment_ref *segments, uint32_t n_segments, sl_err *err);
+                     const sl_segment_ref *segments, uint32_t n_segments, const sl_source *src, sl_err *err);
 
 typedef struct sl_results {
     const sl_results_header *header;

@@ -154,6 +154,10 @@ static int parse_cfg(sl_sae *sae, const char *cfg_path, sl_err *err) {
     sae->context_size = (int)ctx;
     json_t *bos = json_object_get(meta, "prepend_bos");
     sae->prepend_bos = json_is_boolean(bos) ? json_is_true(bos) : -1;
+    json_t *kw = json_object_get(meta, "model_from_pretrained_kwargs");
+    if (!kw) kw = json_object_get(cfg, "model_from_pretrained_kwargs");
+    json_t *center = json_object_get(kw, "center_writing_weights");
+    sae->center_writing_weights = json_is_boolean(center) ? json_is_true(center) : -1;
     rc = 0;
 done:
     json_decref(cfg);
@@ -232,6 +236,7 @@ static int infer_bare(sl_sae *sae, const sl_st *st, sl_err *err) {
     sae->norm = SL_NORM_NONE;
     sae->context_size = -1;
     sae->prepend_bos = -1;
+    sae->center_writing_weights = 0; /* not from SAELens: no TransformerLens processing assumed */
     return 0;
 }
 

@@ -44,6 +44,7 @@ typedef struct sl_sae {
     char model_name[256];
     int context_size;
     int prepend_bos;
+    int center_writing_weights; /* metadata.model_from_pretrained_kwargs; -1 if absent */
     /* weights, f32, row-major */
     float *W_enc;    /* [d_in, d_sae] (gated: the gate path) */
     float *b_enc;    /* [d_sae] (gated: b_gate) */

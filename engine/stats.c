@@ -53,7 +53,7 @@ static void sift_up(sl_example *h, uint32_t i) {
     }
 }
 
-void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row) {
+void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row, uint32_t n_counted) {
     const uint32_t k = st->top_k;
     for (uint32_t r = 0; r < csr->n_rows; r++) {
         uint64_t row = first_row + r;
@@ -83,7 +83,7 @@ void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row) {
             }
         }
     }
-    st->n_tokens += csr->n_rows;
+    st->n_tokens += n_counted;
     st->nnz += csr->row_ptr[csr->n_rows];
 }
 

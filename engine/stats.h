@@ -28,7 +28,7 @@ typedef struct sl_feature_acc {
 
 typedef struct sl_stats {
     uint32_t d_sae, top_k;
-    uint64_t n_tokens;
+    uint64_t n_tokens; /* tokens that went to the SAE */
     uint64_t nnz;
     sl_feature_acc *acc; /* [d_sae] */
     sl_example *heap;    /* [d_sae, top_k] min-heaps (worst example at the root) */
@@ -37,8 +37,10 @@ typedef struct sl_stats {
 sl_stats *sl_stats_new(uint32_t d_sae, uint32_t top_k, sl_err *err);
 void sl_stats_free(sl_stats *st);
 
-/* Adds one batch whose first row has global index first_row. */
-void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row);
+/* Adds one batch whose first row has global index first_row; n_counted of its
+ * rows are tokens that went to the SAE (the others are empty rows: padding or
+ * special tokens, which do not count in n_tokens). */
+void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row, uint32_t n_counted);
 
 /* Sorts every feature's examples best first (in place); call once at the end. */
 void sl_stats_sort_examples(sl_stats *st);

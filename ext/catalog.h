@@ -14,7 +14,7 @@
 #define SL_EXTRACTIONS_DDL                                                                         \
     "CREATE TABLE IF NOT EXISTS main.extractions(\n"                                               \
     "  id INTEGER PRIMARY KEY,\n"                                                                  \
-    "  name TEXT, sae TEXT, source TEXT, tokenizer TEXT, store TEXT,\n"                            \
+    "  name TEXT, sae TEXT, model TEXT, hook TEXT, source TEXT, tokenizer TEXT, store TEXT,\n"     \
     "  options TEXT,\n"                                                                            \
     "  status TEXT NOT NULL DEFAULT 'queued'\n"                                                    \
     "    CHECK (status IN ('queued','running','done','failed','cancelled')),\n"                    \

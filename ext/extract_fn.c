@@ -22,19 +22,39 @@
 
 SQLITE_EXTENSION_INIT3
 
-typedef enum { OPT_PATH, OPT_TEXT, OPT_INT, OPT_PROGRESS } opt_type;
+typedef enum { OPT_PATH, OPT_TEXT, OPT_INT, OPT_BOOL, OPT_CHOICE } opt_type;
 
 typedef struct opt_spec {
     const char *name;
     opt_type type;
     int64_t min, max;
+    const char *choices; /* OPT_CHOICE: space-separated */
 } opt_spec;
 
 static const opt_spec opt_specs[] = {
-    {"sae", OPT_PATH, 0, 0},          {"activations", OPT_PATH, 0, 0}, {"tokenizer", OPT_PATH, 0, 0},
-    {"store", OPT_PATH, 0, 0},        {"name", OPT_TEXT, 0, 0},        {"top_k", OPT_INT, 1, 10000},
-    {"context", OPT_INT, 0, 1024},    {"batch_size", OPT_INT, 1, 1 << 20},
-    {"max_sequences", OPT_INT, 1, INT64_MAX}, {"progress", OPT_PROGRESS, 0, 0},
+    {"sae", OPT_PATH, 0, 0, NULL},
+    {"activations", OPT_PATH, 0, 0, NULL},
+    {"model", OPT_PATH, 0, 0, NULL},
+    {"dataset", OPT_PATH, 0, 0, NULL},
+    {"query", OPT_TEXT, 0, 0, NULL},
+    {"tokenizer", OPT_PATH, 0, 0, NULL},
+    {"store", OPT_PATH, 0, 0, NULL},
+    {"name", OPT_TEXT, 0, 0, NULL},
+    {"hook", OPT_TEXT, 0, 0, NULL},
+    {"format", OPT_CHOICE, 0, 0, "txt jsonl"},
+    {"text_mode", OPT_CHOICE, 0, 0, "lines file"},
+    {"text_field", OPT_TEXT, 0, 0, NULL},
+    {"token_dtype", OPT_CHOICE, 0, 0, "uint16 uint32"},
+    {"context_size", OPT_INT, 1, 1 << 20, NULL},
+    {"prepend_bos", OPT_BOOL, 0, 1, NULL},
+    {"include_special", OPT_BOOL, 0, 1, NULL},
+    {"center_writing_weights", OPT_BOOL, 0, 1, NULL},
+    {"top_k", OPT_INT, 1, 10000, NULL},
+    {"context", OPT_INT, 0, 1024, NULL},
+    {"batch_size", OPT_INT, 1, 1 << 20, NULL},
+    {"max_sequences", OPT_INT, 1, INT64_MAX, NULL},
+    {"max_tokens", OPT_INT, 1, INT64_MAX, NULL},
+    {"progress", OPT_CHOICE, 0, 0, "auto on off"},
 };
 #define N_OPTS (int)(sizeof opt_specs / sizeof opt_specs[0])
 
@@ -76,10 +96,26 @@ static int set_option(json_t *opts, const char *name, json_t *value, char **msg)
             return -1;
         }
         break;
-    case OPT_PROGRESS: {
+    case OPT_BOOL:
+        if (json_is_boolean(value)) { /* JSON true/false, or SQL 0/1 */
+            json_t *b = json_integer(json_is_true(value));
+            json_decref(value);
+            value = b;
+        }
+        if (!json_is_integer(value) || json_integer_value(value) < 0 || json_integer_value(value) > 1) {
+            *msg = sqlite3_mprintf("extract_features: option '%s' must be 0 or 1 (or true/false)", name);
+            json_decref(value);
+            return -1;
+        }
+        break;
+    case OPT_CHOICE: {
         const char *s = json_string_value(value);
-        if (!s || (strcmp(s, "auto") && strcmp(s, "on") && strcmp(s, "off"))) {
-            *msg = sqlite3_mprintf("extract_features: option 'progress' must be 'auto', 'on' or 'off'");
+        size_t n = s ? strlen(s) : 0;
+        const char *hit = s && n ? strstr(spec->choices, s) : NULL;
+        while (hit && ((hit != spec->choices && hit[-1] != ' ') || (hit[n] != ' ' && hit[n] != 0)))
+            hit = strstr(hit + 1, s);
+        if (!hit) {
+            *msg = sqlite3_mprintf("extract_features: option '%s' must be one of: %s", name, spec->choices);
             json_decref(value);
             return -1;
         }
@@ -147,12 +183,18 @@ static json_t *parse_options(int argc, sqlite3_value **argv, char **msg) {
         json_decref(opts);
         return NULL;
     }
-    for (const char *const *req = (const char *const[]){"sae", "activations", NULL}; *req; req++) {
-        if (!json_object_get(opts, *req)) {
-            *msg = sqlite3_mprintf("extract_features: option '%s' is required", *req);
-            json_decref(opts);
-            return NULL;
-        }
+    /* The input: stored activations, or a model with a dataset file or a query. */
+    int acts = json_object_get(opts, "activations") != NULL, model = json_object_get(opts, "model") != NULL;
+    int inputs = (json_object_get(opts, "dataset") != NULL) + (json_object_get(opts, "query") != NULL);
+    const char *problem = !json_object_get(opts, "sae")  ? "option 'sae' is required"
+                          : acts && (model || inputs)    ? "give either 'activations' or 'model' with a dataset, not both"
+                          : !acts && !model              ? "give 'activations' (stored activations) or 'model' and 'dataset' or 'query'"
+                          : model && inputs != 1         ? "with 'model', give exactly one of 'dataset' or 'query'"
+                                                         : NULL;
+    if (problem) {
+        *msg = sqlite3_mprintf("extract_features: %s", problem);
+        json_decref(opts);
+        return NULL;
     }
     return opts;
 }
@@ -239,6 +281,38 @@ static void fail_run(sqlite3 *db, int64_t id, const char *msg) {
                "ti", msg, id);
 }
 
+/* Documents from a SQL query on the same connection: the last column of each
+ * row is the text (NULL and empty rows are skipped); the document number is
+ * the row's 0-based index in the result. */
+typedef struct query_docs {
+    sqlite3 *db;
+    const char *sql;
+    sqlite3_stmt *stmt;
+    uint64_t row;
+} query_docs;
+
+static int query_next(void *ctx, const char **text, size_t *len, uint64_t *doc, sl_err *err) {
+    query_docs *q = ctx;
+    if (!q->stmt) {
+        if (sqlite3_prepare_v2(q->db, q->sql, -1, &q->stmt, NULL) != SQLITE_OK)
+            return sl_errf(err, "query: %s", sqlite3_errmsg(q->db));
+        if (sqlite3_column_count(q->stmt) == 0) return sl_errf(err, "query: returns no columns");
+    }
+    for (;;) {
+        int rc = sqlite3_step(q->stmt);
+        if (rc == SQLITE_DONE) return 0;
+        if (rc != SQLITE_ROW) return sl_errf(err, "query: %s", sqlite3_errmsg(q->db));
+        int col = sqlite3_column_count(q->stmt) - 1;
+        uint64_t row = q->row++;
+        const unsigned char *t = sqlite3_column_text(q->stmt, col);
+        if (!t || sqlite3_column_bytes(q->stmt, col) == 0) continue;
+        *text = (const char *)t;
+        *len = (size_t)sqlite3_column_bytes(q->stmt, col);
+        *doc = row;
+        return 1;
+    }
+}
+
 static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3 *db = sqlite3_context_db_handle(ctx);
     char *msg = NULL, *store = NULL, *label = NULL;
@@ -257,10 +331,13 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     json_object_set_new(opts, "context", json_integer(opt_int(opts, "context", 10)));
     char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = exec_bound(db,
-                        "INSERT INTO main.extractions(name, sae, source, tokenizer, options, status, started_at) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, 'queued', datetime('now'))",
-                        "ttttt", opt_str(opts, "name"), opt_str(opts, "sae"),
-                        opt_str(opts, "activations"), opt_str(opts, "tokenizer"), opts_text);
+                        "INSERT INTO main.extractions(name, sae, model, source, tokenizer, options, status, "
+                        "started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', datetime('now'))",
+                        "tttttt", opt_str(opts, "name"), opt_str(opts, "sae"), opt_str(opts, "model"),
+                        opt_str(opts, "activations")   ? opt_str(opts, "activations")
+                        : opt_str(opts, "dataset") ? opt_str(opts, "dataset")
+                                                   : opt_str(opts, "query"),
+                        opt_str(opts, "tokenizer"), opts_text);
     free(opts_text);
     if (rc != SQLITE_OK) {
         sqlite3_result_error(ctx, sqlite3_errmsg(db), -1);
@@ -272,10 +349,25 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
                                   : sqlite3_mprintf("extraction-%lld", (long long)id);
     exec_bound(db, "UPDATE main.extractions SET store = ?1, name = ?2 WHERE id = ?3", "tti", store, label, id);
 
+    query_docs qd = {.db = db, .sql = opt_str(opts, "query")};
     sl_extract_opts eo = {
         .sae_path = opt_str(opts, "sae"),
-        .activations_path = opt_str(opts, "activations"),
-        .tokenizer_path = opt_str(opts, "tokenizer"),
+        .source = {.activations_path = opt_str(opts, "activations"),
+                   .model_path = opt_str(opts, "model"),
+                   .dataset_path = opt_str(opts, "dataset"),
+                   .docs = qd.sql ? query_next : NULL,
+                   .docs_ctx = &qd,
+                   .dataset_kind = opt_str(opts, "format"),
+                   .text_mode = opt_str(opts, "text_mode"),
+                   .text_field = opt_str(opts, "text_field"),
+                   .token_dtype = opt_str(opts, "token_dtype"),
+                   .tokenizer_path = opt_str(opts, "tokenizer"),
+                   .hook = opt_str(opts, "hook"),
+                   .context_size = (uint32_t)opt_int(opts, "context_size", 0),
+                   .prepend_bos = (int)opt_int(opts, "prepend_bos", -1),
+                   .include_special = (int)opt_int(opts, "include_special", 0),
+                   .center = (int)opt_int(opts, "center_writing_weights", -1),
+                   .max_tokens = (uint64_t)opt_int(opts, "max_tokens", 0)},
         .store_dir = store,
         .top_k = (uint32_t)opt_int(opts, "top_k", 20),
         .context = (uint32_t)opt_int(opts, "context", 10),
@@ -283,7 +375,9 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
         .max_sequences = (uint64_t)opt_int(opts, "max_sequences", 0),
     };
     sl_err err = {{0}};
-    if (!(x = sl_extraction_open(&eo, &err))) {
+    x = sl_extraction_open(&eo, &err);
+    sqlite3_finalize(qd.stmt); /* the query is read whole while the extraction opens */
+    if (!x) {
         fail_run(db, id, err.msg);
         sqlite3_result_error(ctx, err.msg, -1);
         goto done;
@@ -291,9 +385,9 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     sl_extract_shape s = sl_extraction_shape(x);
     exec_bound(db,
                "UPDATE main.extractions SET status = 'running', d_in = ?1, d_sae = ?2, seq_len = ?3, "
-               "sequences_total = ?4, tokens_total = ?5 WHERE id = ?6",
-               "iiiiii", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
-               (int64_t)s.tokens_total, id);
+               "sequences_total = ?4, tokens_total = ?5, hook = ?6 WHERE id = ?7",
+               "iiiiiti", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
+               (int64_t)s.tokens_total, s.from_model ? s.hook : NULL, id);
     const char *progress = opt_str(opts, "progress");
     run_ctx r = {.db = db, .id = id, .label = label};
     r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);

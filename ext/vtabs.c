@@ -8,7 +8,8 @@
  *     max REAL, extraction_id HIDDEN)
  *   CREATE TABLE top_examples(feature_id INTEGER, rank INTEGER, activation REAL,
  *     sequence_id INTEGER, position INTEGER, token TEXT, context TEXT, tokens TEXT,
- *     activations TEXT, max_index INTEGER, extraction_id HIDDEN)
+ *     activations TEXT, max_index INTEGER, document INTEGER, char_start INTEGER,
+ *     char_end INTEGER, extraction_id HIDDEN)
  *
  * Examples:
  *   SELECT * FROM features ORDER BY frequency DESC LIMIT 5;
@@ -44,7 +45,7 @@ enum { IDX_FEATURE_EQ = 1, IDX_FEATURE_IN = 2, IDX_EXTRACTION = 4 };
 enum { F_FEATURE_ID, F_FREQUENCY, F_MAX, F_MEAN, F_N_ACTIVE, F_IS_DEAD, F_TOP_TOKEN, F_EXAMPLE, F_EXTRACTION };
 enum { S_FEATURE_ID, S_N_TOKENS, S_N_ACTIVE, S_FREQUENCY, S_LOG10_FREQUENCY, S_MEAN, S_STD, S_MIN_ACTIVE, S_MAX, S_EXTRACTION };
 enum { E_FEATURE_ID, E_RANK, E_ACTIVATION, E_SEQUENCE_ID, E_POSITION, E_TOKEN, E_CONTEXT, E_TOKENS, E_ACTIVATIONS,
-       E_MAX_INDEX, E_EXTRACTION };
+       E_MAX_INDEX, E_DOCUMENT, E_CHAR_START, E_CHAR_END, E_EXTRACTION };
 
 static const struct {
     const char *schema;
@@ -58,7 +59,8 @@ static const struct {
                          S_EXTRACTION},
     [T_TOP_EXAMPLES] = {"CREATE TABLE x(feature_id INTEGER, rank INTEGER, activation REAL, sequence_id INTEGER, "
                         "position INTEGER, token TEXT, context TEXT, tokens TEXT, activations TEXT, "
-                        "max_index INTEGER, extraction_id HIDDEN)",
+                        "max_index INTEGER, document INTEGER, char_start INTEGER, char_end INTEGER, "
+                        "extraction_id HIDDEN)",
                         E_EXTRACTION},
 };
 
@@ -349,6 +351,14 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
             result_buf(ctx, &b);
             break;
         case E_MAX_INDEX: sqlite3_result_int(ctx, (int)e->max_index); break;
+        case E_DOCUMENT:
+        case E_CHAR_START:
+        case E_CHAR_END:
+            if (e->document == SL_NO_DOCUMENT) break; /* stored activations: NULL */
+            sqlite3_result_int64(ctx, col == E_DOCUMENT     ? (sqlite3_int64)e->document
+                                      : col == E_CHAR_START ? (sqlite3_int64)e->char_start
+                                                            : (sqlite3_int64)e->char_end);
+            break;
         }
         break;
     }

@@ -46,7 +46,7 @@ static sl_stats *run(uint32_t batch) {
         sl_csr_reset(&b, n, &err);
         sl_csr_append_dense(&b, dense, n, D, &err);
         sl_csr c = sl_csr_view(&b, D);
-        sl_stats_add(st, &c, r0);
+        sl_stats_add(st, &c, r0, n);
     }
     sl_csr_free(&b);
     free(dense);

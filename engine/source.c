@@ -1,0 +1,170 @@
+/* source.c: stored activations or model + dataset, batch by batch (see source.h). */
+#include "source.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int open_activations(sl_source *src, const sl_source_opts *o, const sl_sae *sae, sl_err *err) {
+    const char *path = o->activations_path;
+    if (sl_act_input_open(&src->acts, path, err)) return -1;
+    if ((int)src->acts.d_in != sae->d_in)
+        return sl_errf_path(err, path, "activations have d_in %u but the SAE %s has d_in %d", src->acts.d_in,
+                            sae->path, sae->d_in);
+    int64_t min_id, max_id;
+    if (sl_act_input_token_range(&src->acts, &min_id, &max_id, err)) return -1;
+    if (min_id < 0) return sl_errf_path(err, path, "token id %lld is out of range (negative)", (long long)min_id);
+    if (src->tok && max_id >= sl_tokenizer_vocab_size(src->tok))
+        return sl_errf_path(err, path, "token id %lld is out of range for the tokenizer %s (vocabulary of %d)",
+                            (long long)max_id, sl_tokenizer_path(src->tok), sl_tokenizer_vocab_size(src->tok));
+    if (max_id > INT32_MAX)
+        return sl_errf_path(err, path, "token id %lld is out of range (above 2^31-1)", (long long)max_id);
+    src->seq_len = src->acts.seq_len;
+    src->n_seq = src->acts.n_seq;
+    src->n_tokens = src->n_seq * src->seq_len;
+    src->d_in = src->acts.d_in;
+    return 0;
+}
+
+/* BOS: the model's bos_token_id, else the tokenizer's <|endoftext|>. */
+static int32_t find_bos(const sl_source *src) {
+    const sl_model_config *c = sl_model_config_of(src->model);
+    if (c->bos_token_id >= 0) return c->bos_token_id;
+    return src->tok ? sl_tokenizer_added_id(src->tok, "<|endoftext|>") : -1;
+}
+
+static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae, const char *store_dir,
+                      sl_err *err) {
+    if (!(src->model = sl_model_load(o->model_path, err))) return -1;
+    const sl_model_config *c = sl_model_config_of(src->model);
+    const char *hook = o->hook ? o->hook : sae->hook_name[0] ? sae->hook_name : NULL;
+    if (!hook)
+        return sl_errf_path(err, sae->path, "the SAE names no hook (metadata.hook_name); give the option 'hook'");
+    snprintf(src->hook_name, sizeof src->hook_name, "%s", hook);
+    if (sl_hook_parse(hook, &src->hook, err) || sl_model_check_hook(src->model, src->hook, err)) return -1;
+    if (c->d_model != sae->d_in)
+        return sl_errf_path(err, o->model_path, "the model's d_model %d differs from the SAE %s's d_in %d", c->d_model,
+                            sae->path, sae->d_in);
+    uint32_t ctx = o->context_size ? o->context_size : sae->context_size > 0 ? (uint32_t)sae->context_size : 128;
+    if (ctx > (uint32_t)c->n_positions) {
+        if (o->context_size)
+            return sl_errf_path(err, o->model_path, "context_size %u exceeds the model's n_positions %d", ctx,
+                                c->n_positions);
+        ctx = (uint32_t)c->n_positions;
+    }
+    src->center = o->center >= 0 ? o->center : sae->center_writing_weights >= 0 ? sae->center_writing_weights : 1;
+    int prepend = o->prepend_bos >= 0 ? o->prepend_bos : sae->prepend_bos >= 0 ? sae->prepend_bos : 1;
+    int32_t bos = find_bos(src);
+    if (prepend && bos < 0)
+        return sl_errf_path(err, o->model_path,
+                            "prepend_bos is on but neither config.json nor the tokenizer names a BOS token");
+    if (bos >= c->vocab_size) bos = -1;
+
+    const char *dpath = o->dataset_path;
+    int token_file = dpath && sl_dataset_is_token_file(dpath);
+    if (!token_file && !src->tok)
+        return sl_errf(err, "a text dataset needs the option 'tokenizer' (a tokenizer.json)");
+    if (src->tok && sl_tokenizer_vocab_size(src->tok) > c->vocab_size)
+        return sl_errf_path(err, sl_tokenizer_path(src->tok), "vocabulary of %d exceeds the model's vocab_size %d",
+                            sl_tokenizer_vocab_size(src->tok), c->vocab_size);
+
+    sl_tokfile_writer w;
+    int64_t row_len = token_file ? sl_dataset_tokens_row_len(dpath, err) : 0;
+    if (row_len < 0) return -1;
+    if (row_len > 0) { /* 2-D token ids: each row is a sequence as it is */
+        if (row_len > c->n_positions)
+            return sl_errf_path(err, dpath, "rows of %lld tokens exceed the model's n_positions %d", (long long)row_len,
+                                c->n_positions);
+        if (sl_tokfile_begin(&w, store_dir, (uint32_t)row_len, 0, -1, o->max_tokens, err)) return -1;
+    } else if (sl_tokfile_begin(&w, store_dir, ctx, prepend, bos, o->max_tokens, err))
+        return -1;
+
+    int rc;
+    sl_dataset_counts counts = {0};
+    if (token_file) {
+        rc = sl_dataset_tokens_file(dpath, o->token_dtype, c->vocab_size, src->tok, bos, &w, err);
+    } else if (dpath) {
+        sl_text_source ts;
+        rc = sl_text_source_open(&ts, dpath, o->dataset_kind, o->text_mode, o->text_field, err);
+        if (rc == 0) rc = sl_dataset_tokenize(src->tok, sl_text_source_next, &ts, &w, &counts, NULL, NULL, err);
+        sl_text_source_close(&ts);
+    } else {
+        rc = sl_dataset_tokenize(src->tok, o->docs, o->docs_ctx, &w, &counts, NULL, NULL, err);
+    }
+    if (rc == 0 && w.n_tokens == 0) rc = sl_errf_path(err, dpath ? dpath : "query", "empty dataset (no tokens)");
+    if (rc != 0) {
+        sl_tokfile_abort(&w);
+        return -1;
+    }
+    if (sl_tokfile_finish(&w, err) || sl_tokfile_open(&src->tf, store_dir, err)) return -1;
+    src->seq_len = src->tf.header->seq_len;
+    src->n_seq = src->tf.header->n_seq;
+    src->n_tokens = src->tf.header->n_tokens;
+    src->d_in = (uint32_t)c->d_model;
+    return 0;
+}
+
+int sl_source_open(sl_source *src, const sl_source_opts *o, const sl_sae *sae, const char *store_dir, sl_err *err) {
+    memset(src, 0, sizeof *src);
+    src->include_special = o->include_special;
+    if (o->tokenizer_path && !(src->tok = sl_tokenizer_load(o->tokenizer_path, err))) return -1;
+    if (o->activations_path) return open_activations(src, o, sae, err);
+    src->from_model = 1;
+    return open_model(src, o, sae, store_dir, err);
+}
+
+void sl_source_close(sl_source *src) {
+    sl_act_input_close(&src->acts);
+    sl_model_free(src->model);
+    sl_tokfile_close(&src->tf);
+    sl_tokenizer_free(src->tok);
+    free(src->ids);
+    free(src->ws);
+    memset(src, 0, sizeof *src);
+}
+
+int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t *tokens, uint8_t *include,
+                   sl_err *err) {
+    size_t rows = (size_t)n * src->seq_len;
+    if (!src->from_model) {
+        if (sl_act_input_read(&src->acts, first, n, x, tokens, err)) return -1;
+        for (size_t i = 0; i < rows; i++)
+            include[i] = src->include_special || !src->tok || !sl_tokenizer_is_special(src->tok, tokens[i]);
+        return 0;
+    }
+    if (n > src->ws_seqs) { /* grow the model's buffers to this batch */
+        free(src->ids);
+        free(src->ws);
+        src->ids = malloc(rows * sizeof *src->ids);
+        src->ws = malloc(sl_model_workspace_floats(src->model, (int)n, (int)src->seq_len, src->hook) * sizeof(float));
+        src->ws_seqs = src->ids && src->ws ? n : 0;
+        if (!src->ws_seqs) return sl_errf(err, "out of memory for the model's workspace (lower batch_size)");
+    }
+    const sl_tok_record *rec = src->tf.records + first * src->seq_len;
+    for (size_t i = 0; i < rows; i++) {
+        tokens[i] = rec[i].token;
+        src->ids[i] = rec[i].token >= 0 ? rec[i].token : 0; /* padding: causal attention keeps it harmless */
+        include[i] = rec[i].token >= 0 && (src->include_special || !rec[i].special);
+    }
+    if (sl_model_forward(src->model, src->ids, (int)n, (int)src->seq_len, src->hook, x, src->ws, err)) return -1;
+    if (src->center) {
+        for (size_t r = 0; r < rows; r++) {
+            float *row = x + r * src->d_in;
+            double mean = 0;
+            for (uint32_t i = 0; i < src->d_in; i++) mean += row[i];
+            mean /= src->d_in;
+            for (uint32_t i = 0; i < src->d_in; i++) row[i] -= (float)mean;
+        }
+    }
+    return 0;
+}
+
+int sl_source_row_origin(const sl_source *src, uint64_t row, uint64_t *doc, uint32_t *char_start, uint32_t *char_end,
+                         int32_t *token) {
+    if (!src->from_model || row >= src->n_seq * src->seq_len) return -1;
+    const sl_tok_record *r = &src->tf.records[row];
+    *doc = r->doc;
+    *char_start = r->char_start;
+    *char_end = r->char_end;
+    *token = r->token;
+    return 0;
+}
