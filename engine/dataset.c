@@ -118,20 +118,31 @@ int sl_text_source_next(void *ctx, const char **text, size_t *len, uint64_t *doc
 
 /* ---- tokenization ---- */
 
-/* Byte offsets -> character offsets within one document (offsets ascending). */
+/* Byte offsets -> character offsets within one document (offsets ascending).
+ * A token may start or end inside a multi-byte character (BPE split it): its
+ * span then covers that whole character. */
 typedef struct char_counter {
     const unsigned char *text;
-    size_t byte;
-    uint32_t chars;
+    size_t len, byte;
+    uint32_t chars; /* characters starting before `byte` */
 } char_counter;
 
-static uint32_t chars_at(char_counter *c, size_t byte) {
-    if (byte < c->byte) { /* not monotone (overlapping spans): recount */
+static uint32_t chars_before(char_counter *c, size_t byte) {
+    if (byte < c->byte) { /* not monotone: recount */
         c->byte = 0;
         c->chars = 0;
     }
     for (; c->byte < byte; c->byte++) c->chars += (c->text[c->byte] & 0xC0) != 0x80;
     return c->chars;
+}
+
+static int inside_char(const char_counter *c, size_t byte) {
+    return byte < c->len && (c->text[byte] & 0xC0) == 0x80;
+}
+
+static uint32_t char_start_of(char_counter *c, size_t byte) {
+    uint32_t n = chars_before(c, byte);
+    return inside_char(c, byte) && n ? n - 1 : n;
 }
 
 int sl_dataset_tokenize(const sl_tokenizer *tok, sl_doc_next_fn next, void *src, sl_tokfile_writer *w,
@@ -160,10 +171,10 @@ int sl_dataset_tokenize(const sl_tokenizer *tok, sl_doc_next_fn next, void *src,
                 goto done;
             }
         }
-        char_counter cc = {.text = (const unsigned char *)text};
+        char_counter cc = {.text = (const unsigned char *)text, .len = len};
         for (size_t i = 0; i < enc.n; i++) {
-            cs[i] = chars_at(&cc, enc.start[i]);
-            ce[i] = chars_at(&cc, enc.end[i]);
+            cs[i] = char_start_of(&cc, enc.start[i]);
+            ce[i] = chars_before(&cc, enc.end[i]); /* counts a character the end falls inside */
             special[i] = (uint8_t)sl_tokenizer_is_special(tok, enc.ids[i]);
         }
         if (sl_tokfile_add_doc(w, doc, enc.ids, cs, ce, special, enc.n, err)) goto done;
