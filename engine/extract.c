@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "csr.h"
 #include "fsutil.h"
 #include "results.h"
@@ -33,8 +34,9 @@ struct sl_extraction {
     sl_sae *sae;
     sl_source src;
     sl_extract_shape shape;
-    uint32_t chunk_rows; /* rows encoded per GEMM: bounds the dense buffer */
 
+    sl_backend *backend;
+    char device[128];
     sl_stats *stats;
     sl_segment_ref *segments;
     uint32_t n_segments;
@@ -74,6 +76,7 @@ void sl_extraction_close(sl_extraction *x) {
         sl_csr_free(&x->bufs[i].csr);
         free(x->bufs[i].tokens);
     }
+    if (x->backend) x->backend->ops->free(x->backend);
     sl_stats_free(x->stats);
     free(x->segments);
     sl_source_close(&x->src);
@@ -115,9 +118,11 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         sl_errf(err, "batch_size %u x seq_len %u is too many tokens per batch", s->batch_size, s->seq_len);
         goto fail;
     }
-    /* About 64 MiB of dense activations per GEMM chunk. */
-    uint32_t chunk = (uint32_t)((16u << 20) / (uint32_t)s->d_sae);
-    x->chunk_rows = chunk < 1 ? 1 : chunk > 1024 ? 1024 : chunk;
+    sl_backend_setup setup = {.sae = x->sae, .model = x->src.model, .hook = x->src.hook, .center = x->src.center,
+                              .max_seqs = s->batch_size, .seq_len = s->seq_len, .fast_math = opts->fast_math};
+    if (!(x->backend = sl_backend_open(opts->device, &setup, err))) goto fail;
+    x->backend->ops->describe(x->backend, x->device, sizeof x->device);
+    snprintf(s->device, sizeof s->device, "%s", x->device);
 
     if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
     return x;
@@ -185,16 +190,16 @@ static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
 
 int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err) {
     const sl_extract_shape *s = &x->shape;
-    const uint32_t batch_rows = s->batch_size * s->seq_len, d_sae = (uint32_t)s->d_sae;
+    const uint32_t batch_rows = s->batch_size * s->seq_len;
     double t0 = now_seconds();
-    float *input = malloc((size_t)batch_rows * (size_t)s->d_in * sizeof(float));    /* [batch_rows, d_in] */
-    uint8_t *include = malloc(batch_rows);                                          /* [batch_rows] */
-    float *dense = malloc((size_t)x->chunk_rows * d_sae * sizeof(float));         /* [chunk_rows, d_sae] */
-    float *ws = malloc(sl_sae_workspace_floats(x->sae, (int)x->chunk_rows) * sizeof(float));
+    /* Per batch: stored activations [batch_rows, d_in] or model ids [batch_rows]. */
+    float *input = x->src.from_model ? NULL : malloc((size_t)batch_rows * (size_t)s->d_in * sizeof(float));
+    int32_t *ids = x->src.from_model ? malloc((size_t)batch_rows * sizeof(int32_t)) : NULL;
+    uint8_t *include = malloc(batch_rows); /* [batch_rows] */
     uint64_t n_batches = (s->sequences_total + s->batch_size - 1) / s->batch_size;
     x->segments = calloc(n_batches ? n_batches : 1, sizeof *x->segments);
     int rc = -1;
-    if (!input || !include || !dense || !ws || !x->segments) {
+    if (!(input || ids) || !include || !x->segments) {
         sl_errf(err, "out of memory for a batch of %u tokens (lower batch_size)", batch_rows);
         goto done;
     }
@@ -224,32 +229,14 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         if (failed) break;
 
         uint32_t rows = n_seq * s->seq_len;
-        if (sl_source_read(&x->src, first_seq, n_seq, input, b->tokens, include, err)) goto done;
+        if (sl_source_read(&x->src, first_seq, n_seq, input, ids, b->tokens, include, err)) goto done;
         b->first_row = first_seq * s->seq_len;
         b->segment_no = (uint32_t)bi;
+        b->n_counted = 0;
+        for (uint32_t r = 0; r < rows; r++) b->n_counted += include[r];
         if (sl_csr_reset(&b->csr, rows, err)) goto done;
-        /* Only rows that count reach the SAE: compact them to the front. */
-        uint32_t n_inc = 0;
-        for (uint32_t r = 0; r < rows; r++) {
-            if (!include[r]) continue;
-            if (n_inc != r)
-                memcpy(input + (size_t)n_inc * (size_t)s->d_in, input + (size_t)r * (size_t)s->d_in,
-                       (size_t)s->d_in * sizeof(float));
-            n_inc++;
-        }
-        b->n_counted = n_inc;
-        uint32_t next_row = 0; /* batch row the next encoded row belongs to */
-        for (uint32_t c0 = 0; c0 < n_inc; c0 += x->chunk_rows) {
-            uint32_t n = n_inc - c0 < x->chunk_rows ? n_inc - c0 : x->chunk_rows;
-            sl_sae_encode(x->sae, input + (size_t)c0 * (size_t)s->d_in, (int)n, dense, ws);
-            for (uint32_t j = 0; j < n; j++, next_row++) {
-                for (; !include[next_row]; next_row++)
-                    if (sl_csr_append_empty(&b->csr, err)) goto done;
-                if (sl_csr_append_dense(&b->csr, dense + (size_t)j * d_sae, 1, d_sae, err)) goto done;
-            }
-        }
-        for (; next_row < rows; next_row++)
-            if (sl_csr_append_empty(&b->csr, err)) goto done;
+        sl_batch_in in = {.n_seq = n_seq, .seq_len = s->seq_len, .x = input, .ids = ids, .include = include};
+        if (x->backend->ops->run(x->backend, &in, &b->csr, err)) goto done;
         x->segments[bi] = (sl_segment_ref){.first_row = b->first_row, .n_rows = rows};
         x->n_segments = (uint32_t)bi + 1;
 
@@ -293,8 +280,7 @@ done:
         pthread_mutex_unlock(&x->mu);
     }
     free(input);
+    free(ids);
     free(include);
-    free(dense);
-    free(ws);
     return rc;
 }

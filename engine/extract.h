@@ -1,9 +1,9 @@
 /* extract.h: one extraction, from an input dataset to a finished store.
  *
  * The pipeline (docs/ARCHITECTURE.md):
- *   main thread:   read a batch of sequences (stored activations, or the model
- *                  forward up to the hook) -> SAE encode of the rows that count,
- *                  in row chunks (GEMM) -> dense to CSR (f32)
+ *   main thread:   read a batch of sequences (stored activations, or model
+ *                  input ids) -> the backend (backend.h): model forward up to
+ *                  the hook, SAE encode of the rows that count, CSR (f32)
  *   writer thread: statistics + top-k from the f32 CSR -> segment file (LZ4,
  *                  fsync, rename)
  * Two batch buffers alternate, so encoding batch i+1 overlaps writing batch i.
@@ -25,6 +25,8 @@ typedef struct sl_extract_opts {
     uint32_t context;
     uint32_t batch_size;    /* sequences per batch; 0 = about 4096 tokens */
     uint64_t max_sequences; /* 0 = all */
+    const char *device;     /* "auto" (NULL), "cpu", "cuda" */
+    int fast_math;          /* CUDA: TF32 GEMMs */
 } sl_extract_opts;
 
 typedef struct sl_extract_progress {
@@ -49,6 +51,7 @@ typedef struct sl_extract_shape {
     uint32_t seq_len;
     uint64_t sequences_total, tokens_total;
     uint32_t batch_size;
+    char device[128]; /* the backend, as the progress bar shows it */
 } sl_extract_shape;
 
 /* Loads the SAE, opens and validates the input (and tokenizer), creates the

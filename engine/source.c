@@ -117,13 +117,11 @@ void sl_source_close(sl_source *src) {
     sl_model_free(src->model);
     sl_tokfile_close(&src->tf);
     sl_tokenizer_free(src->tok);
-    free(src->ids);
-    free(src->ws);
     memset(src, 0, sizeof *src);
 }
 
-int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t *tokens, uint8_t *include,
-                   sl_err *err) {
+int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t *ids, int32_t *tokens,
+                   uint8_t *include, sl_err *err) {
     size_t rows = (size_t)n * src->seq_len;
     if (!src->from_model) {
         if (sl_act_input_read(&src->acts, first, n, x, tokens, err)) return -1;
@@ -131,29 +129,11 @@ int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t
             include[i] = src->include_special || !src->tok || !sl_tokenizer_is_special(src->tok, tokens[i]);
         return 0;
     }
-    if (n > src->ws_seqs) { /* grow the model's buffers to this batch */
-        free(src->ids);
-        free(src->ws);
-        src->ids = malloc(rows * sizeof *src->ids);
-        src->ws = malloc(sl_model_workspace_floats(src->model, (int)n, (int)src->seq_len, src->hook) * sizeof(float));
-        src->ws_seqs = src->ids && src->ws ? n : 0;
-        if (!src->ws_seqs) return sl_errf(err, "out of memory for the model's workspace (lower batch_size)");
-    }
     const sl_tok_record *rec = src->tf.records + first * src->seq_len;
     for (size_t i = 0; i < rows; i++) {
         tokens[i] = rec[i].token;
-        src->ids[i] = rec[i].token >= 0 ? rec[i].token : 0; /* padding: causal attention keeps it harmless */
+        ids[i] = rec[i].token >= 0 ? rec[i].token : 0; /* padding: causal attention keeps it harmless */
         include[i] = rec[i].token >= 0 && (src->include_special || !rec[i].special);
-    }
-    if (sl_model_forward(src->model, src->ids, (int)n, (int)src->seq_len, src->hook, x, src->ws, err)) return -1;
-    if (src->center) {
-        for (size_t r = 0; r < rows; r++) {
-            float *row = x + r * src->d_in;
-            double mean = 0;
-            for (uint32_t i = 0; i < src->d_in; i++) mean += row[i];
-            mean /= src->d_in;
-            for (uint32_t i = 0; i < src->d_in; i++) row[i] -= (float)mean;
-        }
     }
     return 0;
 }

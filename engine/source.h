@@ -4,9 +4,10 @@
  *   a model + dataset:  the dataset is first tokenized and packed into the
  *                       store's token file (dataset.h, tokfile.h); each batch
  *                       of sequences then runs through the model up to the hook.
- * Either way a batch yields f32 activations for its rows, the token ids (-1 for
- * padding) and which rows go to the SAE: padding never does, and special
- * tokens (BOS, EOS, ...) only with include_special. */
+ * Either way a batch yields its input (activations, or the model's input ids;
+ * the backend runs the model), the token ids (-1 for padding) and which rows go
+ * to the SAE: padding never does, and special tokens (BOS, EOS, ...) only with
+ * include_special. */
 #ifndef SAELITE_SOURCE_H
 #define SAELITE_SOURCE_H
 
@@ -50,9 +51,6 @@ typedef struct sl_source {
     int center; /* subtract each row's mean, as TransformerLens's centred weights do */
     uint32_t seq_len, d_in;
     uint64_t n_seq, n_tokens; /* sequences; real (non-padding) tokens */
-    int32_t *ids;             /* model input of one batch */
-    float *ws;                /* model workspace */
-    uint32_t ws_seqs;
     char hook_name[256];
 } sl_source;
 
@@ -61,10 +59,11 @@ typedef struct sl_source {
 int sl_source_open(sl_source *src, const sl_source_opts *o, const sl_sae *sae, const char *store_dir, sl_err *err);
 void sl_source_close(sl_source *src);
 
-/* Sequences [first, first + n): x [n * seq_len, d_in], tokens [n * seq_len],
- * include [n * seq_len] (1: the row goes to the SAE). */
-int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t *tokens, uint8_t *include,
-                   sl_err *err);
+/* Sequences [first, first + n), rows = n * seq_len: stored activations into
+ * x [rows, d_in], or model input ids [rows] (padding as 0) for a model source;
+ * token ids as stored [rows] (-1 padding); include [rows] (1: goes to the SAE). */
+int sl_source_read(sl_source *src, uint64_t first, uint32_t n, float *x, int32_t *ids, int32_t *tokens,
+                   uint8_t *include, sl_err *err);
 
 /* Where a row comes from in its document (model + dataset sources only). */
 int sl_source_row_origin(const sl_source *src, uint64_t row, uint64_t *doc, uint32_t *char_start, uint32_t *char_end,

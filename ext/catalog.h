@@ -18,7 +18,7 @@
     "  options TEXT,\n"                                                                            \
     "  status TEXT NOT NULL DEFAULT 'queued'\n"                                                    \
     "    CHECK (status IN ('queued','running','done','failed','cancelled')),\n"                    \
-    "  d_in INTEGER, d_sae INTEGER, seq_len INTEGER,\n"                                            \
+    "  device TEXT, d_in INTEGER, d_sae INTEGER, seq_len INTEGER,\n"                               \
     "  sequences_done INTEGER DEFAULT 0, sequences_total INTEGER,\n"                               \
     "  tokens_done INTEGER DEFAULT 0, tokens_total INTEGER,\n"                                     \
     "  nnz INTEGER DEFAULT 0, store_bytes INTEGER DEFAULT 0,\n"                                    \

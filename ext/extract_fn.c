@@ -55,6 +55,7 @@ static const opt_spec opt_specs[] = {
     {"max_sequences", OPT_INT, 1, INT64_MAX, NULL},
     {"max_tokens", OPT_INT, 1, INT64_MAX, NULL},
     {"progress", OPT_CHOICE, 0, 0, "auto on off"},
+    {"device", OPT_CHOICE, 0, 0, "auto cpu cuda"},
 };
 #define N_OPTS (int)(sizeof opt_specs / sizeof opt_specs[0])
 
@@ -232,6 +233,7 @@ typedef struct run_ctx {
     int64_t id;
     int draw;
     const char *label;
+    const char *device;
     double last_commit;
 } run_ctx;
 
@@ -246,7 +248,7 @@ static double wall_seconds(void) {
  * was interrupted) stops the run. */
 static int on_progress(void *arg, const sl_extract_progress *p) {
     run_ctx *r = arg;
-    if (r->draw) sl_progress_draw(stderr, r->label, "cpu", p);
+    if (r->draw) sl_progress_draw(stderr, r->label, r->device, p);
     double now = wall_seconds();
     if (now - r->last_commit < 0.25 && p->tokens_done < p->tokens_total) return 0;
     r->last_commit = now;
@@ -373,6 +375,7 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
         .context = (uint32_t)opt_int(opts, "context", 10),
         .batch_size = (uint32_t)opt_int(opts, "batch_size", 0),
         .max_sequences = (uint64_t)opt_int(opts, "max_sequences", 0),
+        .device = opt_str(opts, "device"),
     };
     sl_err err = {{0}};
     x = sl_extraction_open(&eo, &err);
@@ -385,11 +388,11 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     sl_extract_shape s = sl_extraction_shape(x);
     exec_bound(db,
                "UPDATE main.extractions SET status = 'running', d_in = ?1, d_sae = ?2, seq_len = ?3, "
-               "sequences_total = ?4, tokens_total = ?5, hook = ?6 WHERE id = ?7",
-               "iiiiiti", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
-               (int64_t)s.tokens_total, s.from_model ? s.hook : NULL, id);
+               "sequences_total = ?4, tokens_total = ?5, hook = ?6, device = ?7 WHERE id = ?8",
+               "iiiiitti", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
+               (int64_t)s.tokens_total, s.from_model ? s.hook : NULL, s.device, id);
     const char *progress = opt_str(opts, "progress");
-    run_ctx r = {.db = db, .id = id, .label = label};
+    run_ctx r = {.db = db, .id = id, .label = label, .device = s.device};
     r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);
     rc = sl_extraction_run(x, on_progress, &r, &err);
     if (r.draw) sl_progress_end(stderr);
