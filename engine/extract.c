@@ -1,13 +1,18 @@
 /* extract.c: the extraction pipeline (see extract.h). */
 #include "extract.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "csr.h"
 #include "fsutil.h"
 #include "results.h"
@@ -40,6 +45,9 @@ struct sl_extraction {
     sl_stats *stats;
     sl_segment_ref *segments;
     uint32_t n_segments;
+    int lock_fd;            /* store/LOCK, flock'ed for the whole run */
+    sl_checkpoint resumed;  /* where a resumed run starts (zero: from the beginning) */
+    double last_checkpoint; /* writer thread */
 
     /* pipeline */
     pthread_t writer;
@@ -50,8 +58,18 @@ struct sl_extraction {
     int shutdown;
     int writer_failed;
     sl_err writer_err;
-    uint64_t rows_committed, tokens_committed, nnz_committed, bytes_committed;
+    uint64_t rows_committed, tokens_committed, nnz_committed, bytes_committed, batches_committed;
 };
+
+/* How often the writer saves a checkpoint: resuming redoes at most this much. */
+#define SL_CHECKPOINT_SECONDS 2.0
+
+/* The committed state; call with x->mu held (or with the writer idle). */
+static sl_checkpoint checkpoint_of(const sl_extraction *x) {
+    return (sl_checkpoint){.batches_done = x->batches_committed, .batch_size = x->shape.batch_size,
+                           .seq_len = x->shape.seq_len, .rows = x->rows_committed, .tokens = x->tokens_committed,
+                           .nnz = x->nnz_committed, .bytes = x->bytes_committed};
+}
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -77,12 +95,24 @@ void sl_extraction_close(sl_extraction *x) {
         free(x->bufs[i].tokens);
     }
     if (x->backend) x->backend->ops->free(x->backend);
+    if (x->lock_fd > 0) close(x->lock_fd); /* releases the flock */
     sl_stats_free(x->stats);
     free(x->segments);
     sl_source_close(&x->src);
     sl_sae_free(x->sae);
     free(x->store_dir);
     free(x);
+}
+
+/* One run per store at a time: a second one (or a second resume) gets an error. */
+static int lock_store(sl_extraction *x, sl_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/LOCK", x->store_dir);
+    x->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (x->lock_fd < 0) return sl_errf_path(err, path, "cannot create the store's lock file: %s", strerror(errno));
+    if (flock(x->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return sl_errf_path(err, x->store_dir, "store is in use by another running extraction (locked)");
+    return 0;
 }
 
 sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
@@ -96,12 +126,14 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         goto fail;
     }
     if (!(x->sae = sl_sae_load(opts->sae_path, err))) goto fail;
-    if (!sl_dir_is_absent_or_empty(opts->store_dir)) {
+    if (!opts->resume && !sl_dir_is_absent_or_empty(opts->store_dir)) {
         sl_errf_path(err, opts->store_dir, "store directory exists and is not empty (choose another 'store')");
         goto fail;
     }
-    if (sl_mkdirs(opts->store_dir, err)) goto fail;
-    if (sl_source_open(&x->src, &opts->source, x->sae, opts->store_dir, err)) goto fail;
+    if (sl_mkdirs(opts->store_dir, err) || lock_store(x, err)) goto fail;
+    sl_source_opts so = opts->source;
+    so.reuse_tokens = opts->resume;
+    if (sl_source_open(&x->src, &so, x->sae, opts->store_dir, err)) goto fail;
 
     sl_extract_shape *s = &x->shape;
     s->d_in = x->sae->d_in;
@@ -118,13 +150,24 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         sl_errf(err, "batch_size %u x seq_len %u is too many tokens per batch", s->batch_size, s->seq_len);
         goto fail;
     }
+    if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
+    if (opts->resume) {
+        int got = sl_checkpoint_load(opts->store_dir, x->stats, &x->resumed, err);
+        if (got < 0) goto fail;
+        if (got == 0) {
+            if (x->resumed.seq_len != s->seq_len) {
+                sl_errf_path(err, opts->store_dir, "checkpoint has sequences of %u tokens, the input %u",
+                             x->resumed.seq_len, s->seq_len);
+                goto fail;
+            }
+            s->batch_size = x->resumed.batch_size; /* batches must line up with the segments kept */
+        }
+    }
     sl_backend_setup setup = {.sae = x->sae, .model = x->src.model, .hook = x->src.hook, .center = x->src.center,
                               .max_seqs = s->batch_size, .seq_len = s->seq_len, .fast_math = opts->fast_math};
     if (!(x->backend = sl_backend_open(opts->device, &setup, err))) goto fail;
     x->backend->ops->describe(x->backend, x->device, sizeof x->device);
     snprintf(s->device, sizeof s->device, "%s", x->device);
-
-    if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
     return x;
 fail:
     sl_extraction_close(x);
@@ -165,6 +208,19 @@ static void *writer_main(void *arg) {
             x->tokens_committed += b->n_counted;
             x->nnz_committed += b->csr.row_ptr[b->csr.n_rows];
             x->bytes_committed += ss.file_bytes;
+            x->batches_committed = b->segment_no + 1;
+            double t = now_seconds();
+            if (t - x->last_checkpoint >= SL_CHECKPOINT_SECONDS) {
+                sl_checkpoint c = checkpoint_of(x);
+                pthread_mutex_unlock(&x->mu);
+                rc = sl_checkpoint_save(x->store_dir, x->stats, &c, &e);
+                pthread_mutex_lock(&x->mu);
+                x->last_checkpoint = t;
+                if (rc != 0 && !x->writer_failed) {
+                    x->writer_failed = 1;
+                    x->writer_err = e;
+                }
+            }
         }
         b->state = BUF_FREE;
         next ^= 1;
@@ -210,6 +266,34 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
             goto done;
         }
     }
+    /* A resumed run keeps the segments its checkpoint covers and redoes the rest. */
+    const uint64_t start = x->resumed.batches_done;
+    if (start > n_batches) {
+        sl_errf_path(err, x->store_dir, "checkpoint covers %llu batches but the input has %llu",
+                     (unsigned long long)start, (unsigned long long)n_batches);
+        goto done;
+    }
+    for (uint64_t bi = 0; bi < start; bi++) {
+        uint64_t first_seq = bi * s->batch_size;
+        uint64_t n_seq = s->sequences_total - first_seq < s->batch_size ? s->sequences_total - first_seq : s->batch_size;
+        x->segments[bi] = (sl_segment_ref){.first_row = first_seq * s->seq_len, .n_rows = (uint32_t)(n_seq * s->seq_len)};
+    }
+    x->n_segments = (uint32_t)start;
+    x->rows_committed = x->resumed.rows;
+    x->tokens_committed = x->resumed.tokens;
+    x->nnz_committed = x->resumed.nnz;
+    x->bytes_committed = x->resumed.bytes;
+    x->batches_committed = start;
+    if (x->opts.resume) {
+        char path[4200];
+        for (uint64_t bi = start; bi <= n_batches; bi++) { /* later segments, and half-written ones */
+            sl_segment_name(path, sizeof path, x->store_dir, (uint32_t)bi);
+            unlink(path);
+            strncat(path, ".tmp", sizeof path - strlen(path) - 1);
+            unlink(path);
+        }
+    }
+    x->last_checkpoint = now_seconds();
     if (pthread_create(&x->writer, NULL, writer_main, x) != 0) {
         sl_errf(err, "cannot start the writer thread");
         goto done;
@@ -217,11 +301,11 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
     x->writer_started = 1;
 
     sl_extract_progress p = {0};
-    for (uint64_t bi = 0; bi < n_batches; bi++) {
+    for (uint64_t bi = start; bi < n_batches; bi++) {
         uint64_t first_seq = bi * s->batch_size;
         uint32_t n_seq = (uint32_t)(s->sequences_total - first_seq < s->batch_size ? s->sequences_total - first_seq
                                                                                    : s->batch_size);
-        batch_buf *b = &x->bufs[bi & 1];
+        batch_buf *b = &x->bufs[(bi - start) & 1]; /* the writer takes buffers 0, 1, 0, ... */
         pthread_mutex_lock(&x->mu);
         while (b->state != BUF_FREE) pthread_cond_wait(&x->cv, &x->mu);
         int failed = x->writer_failed;
@@ -259,6 +343,8 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
     pthread_mutex_unlock(&x->mu);
     if (failed) goto done;
 
+    sl_checkpoint done_all = checkpoint_of(x); /* a crash while finalizing resumes here */
+    if (sl_checkpoint_save(x->store_dir, x->stats, &done_all, err)) goto done;
     fill_progress(x, &p, t0);
     p.finalizing = 1;
     if (progress && progress(ctx, &p)) {

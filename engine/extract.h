@@ -26,6 +26,7 @@ typedef struct sl_extract_opts {
     uint32_t batch_size;    /* sequences per batch; 0 = about 4096 tokens */
     uint64_t max_sequences; /* 0 = all */
     const char *device;     /* "auto" (NULL), "cpu", "cuda" */
+    int resume;             /* continue the run whose store this is (see checkpoint.h) */
     int fast_math;          /* CUDA: TF32 GEMMs */
 } sl_extract_opts;
 
@@ -55,7 +56,9 @@ typedef struct sl_extract_shape {
 } sl_extract_shape;
 
 /* Loads the SAE, opens and validates the input (and tokenizer), creates the
- * store directory (which must be absent or empty). Nothing is written yet. */
+ * store directory (which must be absent or empty, unless resuming) and locks
+ * it; a model + dataset source is tokenized into it (or, when resuming, its
+ * token file is reused). With resume, the checkpoint decides where to start. */
 sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err);
 sl_extract_shape sl_extraction_shape(const sl_extraction *x);
 int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err);

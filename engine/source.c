@@ -60,6 +60,16 @@ static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae
     if (bos >= c->vocab_size) bos = -1;
 
     const char *dpath = o->dataset_path;
+    if (o->reuse_tokens) { /* resuming: the first pass finished if tokens.slt is there and whole */
+        sl_err ignored;
+        if (sl_tokfile_open(&src->tf, store_dir, &ignored) == 0) {
+            src->seq_len = src->tf.header->seq_len;
+            src->n_seq = src->tf.header->n_seq;
+            src->n_tokens = src->tf.header->n_tokens;
+            src->d_in = (uint32_t)c->d_model;
+            return 0;
+        }
+    }
     int token_file = dpath && sl_dataset_is_token_file(dpath);
     if (!token_file && !src->tok)
         return sl_errf(err, "a text dataset needs the option 'tokenizer' (a tokenizer.json)");

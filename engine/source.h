@@ -38,6 +38,7 @@ typedef struct sl_source_opts {
     int include_special;
     int center;                   /* -1: the SAE's center_writing_weights, else 1 */
     uint64_t max_tokens;          /* 0: all */
+    int reuse_tokens;             /* resuming: keep the store's token file if it is complete */
 } sl_source_opts;
 
 typedef struct sl_source {

@@ -143,29 +143,47 @@ static json_t *sql_value_to_json(sqlite3_value *v) {
     }
 }
 
+/* Adds the options of a JSON object text to opts. */
+static int add_json_options(json_t *opts, const char *text, char **msg) {
+    json_error_t jerr;
+    json_t *in = text ? json_loads(text, 0, &jerr) : NULL;
+    if (!json_is_object(in)) {
+        *msg = sqlite3_mprintf("extract_features: a single argument must be a JSON object of options%s%s",
+                               in || !text ? "" : ": ", in || !text ? "" : jerr.text);
+        json_decref(in);
+        return -1;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(in, key, val) {
+        if (set_option(opts, key, json_incref(val), msg)) {
+            json_decref(in);
+            return -1;
+        }
+    }
+    json_decref(in);
+    return 0;
+}
+
+static json_t *check_inputs(json_t *opts, char **msg);
+
+/* Options stored in extractions.options, validated again. */
+static json_t *parse_options_json(const char *text, char **msg) {
+    json_t *opts = json_object();
+    if (add_json_options(opts, text, msg)) {
+        json_decref(opts);
+        return NULL;
+    }
+    return check_inputs(opts, msg);
+}
+
 static json_t *parse_options(int argc, sqlite3_value **argv, char **msg) {
     json_t *opts = json_object();
     if (argc == 1) {
-        json_error_t jerr;
-        const char *text = (const char *)sqlite3_value_text(argv[0]);
-        json_t *in = text ? json_loads(text, 0, &jerr) : NULL;
-        if (!json_is_object(in)) {
-            *msg = sqlite3_mprintf("extract_features: a single argument must be a JSON object of options%s%s",
-                                   in || !text ? "" : ": ", in || !text ? "" : jerr.text);
-            json_decref(in);
+        if (add_json_options(opts, (const char *)sqlite3_value_text(argv[0]), msg)) {
             json_decref(opts);
             return NULL;
         }
-        const char *key;
-        json_t *val;
-        json_object_foreach(in, key, val) {
-            if (set_option(opts, key, json_incref(val), msg)) {
-                json_decref(in);
-                json_decref(opts);
-                return NULL;
-            }
-        }
-        json_decref(in);
     } else if (argc % 2 == 0 && argc > 0) {
         for (int i = 0; i < argc; i += 2) {
             const char *name = (const char *)sqlite3_value_text(argv[i]);
@@ -184,7 +202,12 @@ static json_t *parse_options(int argc, sqlite3_value **argv, char **msg) {
         json_decref(opts);
         return NULL;
     }
-    /* The input: stored activations, or a model with a dataset file or a query. */
+    return check_inputs(opts, msg);
+}
+
+/* The input: stored activations, or a model with a dataset file or a query.
+ * Returns opts, or NULL (opts released) with *msg set. */
+static json_t *check_inputs(json_t *opts, char **msg) {
     int acts = json_object_get(opts, "activations") != NULL, model = json_object_get(opts, "model") != NULL;
     int inputs = (json_object_get(opts, "dataset") != NULL) + (json_object_get(opts, "query") != NULL);
     const char *problem = !json_object_get(opts, "sae")  ? "option 'sae' is required"
@@ -229,8 +252,10 @@ static int exec_bound(sqlite3 *db, const char *sql, const char *types, ...) {
 }
 
 typedef struct run_ctx {
-    sqlite3 *db;
+    sqlite3 *db;   /* the caller's connection: only probed for an interrupt */
+    sqlite3 *meta; /* bookkeeping writes */
     int64_t id;
+    int cancelled;
     int draw;
     const char *label;
     const char *device;
@@ -249,14 +274,21 @@ static double wall_seconds(void) {
 static int on_progress(void *arg, const sl_extract_progress *p) {
     run_ctx *r = arg;
     if (r->draw) sl_progress_draw(stderr, r->label, r->device, p);
+    /* sqlite3_interrupt() (Ctrl-C in the shell) makes any statement on the
+     * caller's connection fail with SQLITE_INTERRUPT while ours still runs. */
+    if (sqlite3_exec(r->db, "SELECT 1", NULL, NULL, NULL) == SQLITE_INTERRUPT) {
+        r->cancelled = 1;
+        return 1;
+    }
     double now = wall_seconds();
     if (now - r->last_commit < 0.25 && p->tokens_done < p->tokens_total) return 0;
     r->last_commit = now;
-    int rc = exec_bound(r->db,
+    int rc = exec_bound(r->meta,
                         "UPDATE main.extractions SET tokens_done = ?1, sequences_done = ?2, nnz = ?3, "
                         "store_bytes = ?4 WHERE id = ?5",
                         "iiiii", (int64_t)p->tokens_done, (int64_t)p->sequences_done, (int64_t)p->nnz,
                         (int64_t)p->store_bytes, r->id);
+    if (rc == SQLITE_INTERRUPT) r->cancelled = 1;
     return rc != SQLITE_OK;
 }
 
@@ -315,42 +347,32 @@ static int query_next(void *ctx, const char **text, size_t *len, uint64_t *doc, 
     }
 }
 
-static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    sqlite3 *db = sqlite3_context_db_handle(ctx);
-    char *msg = NULL, *store = NULL, *label = NULL;
-    json_t *opts = parse_options(argc, argv, &msg);
-    sl_extraction *x = NULL;
-    if (!opts) {
-        sqlite3_result_error(ctx, msg, -1);
-        sqlite3_free(msg);
-        return;
+/* The bookkeeping connection: a second connection to the same database file,
+ * so progress and the final status commit while the caller's statement runs,
+ * and still after sqlite3_interrupt() (Ctrl-C in the shell) stopped the
+ * caller's connection. An in-memory database has no second connection: its
+ * bookkeeping goes through the caller's, and a cancelled run stays 'running'. */
+static sqlite3 *open_meta(sqlite3 *db) {
+    const char *file = sqlite3_db_filename(db, "main");
+    sqlite3 *meta = NULL;
+    if (!file || !*file) return db;
+    if (sqlite3_open_v2(file, &meta, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(meta);
+        return db;
     }
-    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
-        sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);
-        goto done;
-    }
-    json_object_set_new(opts, "top_k", json_integer(opt_int(opts, "top_k", 20)));
-    json_object_set_new(opts, "context", json_integer(opt_int(opts, "context", 10)));
-    char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
-    int rc = exec_bound(db,
-                        "INSERT INTO main.extractions(name, sae, model, source, tokenizer, options, status, "
-                        "started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', datetime('now'))",
-                        "tttttt", opt_str(opts, "name"), opt_str(opts, "sae"), opt_str(opts, "model"),
-                        opt_str(opts, "activations")   ? opt_str(opts, "activations")
-                        : opt_str(opts, "dataset") ? opt_str(opts, "dataset")
-                                                   : opt_str(opts, "query"),
-                        opt_str(opts, "tokenizer"), opts_text);
-    free(opts_text);
-    if (rc != SQLITE_OK) {
-        sqlite3_result_error(ctx, sqlite3_errmsg(db), -1);
-        goto done;
-    }
-    int64_t id = sqlite3_last_insert_rowid(db);
-    store = opt_str(opts, "store") ? sqlite3_mprintf("%s", opt_str(opts, "store")) : default_store(db, id);
-    label = opt_str(opts, "name") ? sqlite3_mprintf("%s", opt_str(opts, "name"))
-                                  : sqlite3_mprintf("extraction-%lld", (long long)id);
-    exec_bound(db, "UPDATE main.extractions SET store = ?1, name = ?2 WHERE id = ?3", "tti", store, label, id);
+    sqlite3_busy_timeout(meta, 10000);
+    return meta;
+}
 
+static void close_meta(sqlite3 *db, sqlite3 *meta) {
+    if (meta && meta != db) sqlite3_close(meta);
+}
+
+/* Runs (or resumes) extraction `id` whose row exists; sets the SQL result. */
+static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, json_t *opts, int64_t id,
+                           const char *store, int resume) {
+    char *label = opt_str(opts, "name") ? sqlite3_mprintf("%s", opt_str(opts, "name"))
+                                        : sqlite3_mprintf("extraction-%lld", (long long)id);
     query_docs qd = {.db = db, .sql = opt_str(opts, "query")};
     sl_extract_opts eo = {
         .sae_path = opt_str(opts, "sae"),
@@ -376,44 +398,153 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
         .batch_size = (uint32_t)opt_int(opts, "batch_size", 0),
         .max_sequences = (uint64_t)opt_int(opts, "max_sequences", 0),
         .device = opt_str(opts, "device"),
+        .resume = resume,
     };
     sl_err err = {{0}};
-    x = sl_extraction_open(&eo, &err);
+    sl_extraction *x = sl_extraction_open(&eo, &err);
     sqlite3_finalize(qd.stmt); /* the query is read whole while the extraction opens */
     if (!x) {
-        fail_run(db, id, err.msg);
+        fail_run(meta, id, err.msg);
         sqlite3_result_error(ctx, err.msg, -1);
-        goto done;
+        sqlite3_free(label);
+        return;
     }
     sl_extract_shape s = sl_extraction_shape(x);
-    exec_bound(db,
-               "UPDATE main.extractions SET status = 'running', d_in = ?1, d_sae = ?2, seq_len = ?3, "
+    exec_bound(meta,
+               "UPDATE main.extractions SET status = 'running', error = NULL, d_in = ?1, d_sae = ?2, seq_len = ?3, "
                "sequences_total = ?4, tokens_total = ?5, hook = ?6, device = ?7 WHERE id = ?8",
                "iiiiitti", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
                (int64_t)s.tokens_total, s.from_model ? s.hook : NULL, s.device, id);
     const char *progress = opt_str(opts, "progress");
-    run_ctx r = {.db = db, .id = id, .label = label, .device = s.device};
+    run_ctx r = {.db = db, .meta = meta, .id = id, .label = label, .device = s.device};
     r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);
-    rc = sl_extraction_run(x, on_progress, &r, &err);
+    int rc = sl_extraction_run(x, on_progress, &r, &err);
     if (r.draw) sl_progress_end(stderr);
-    if (rc != 0) {
-        fail_run(db, id, err.msg);
+    sl_extraction_close(x); /* releases the store's lock before the status says so */
+    if (rc != 0 && r.cancelled) {
+        char *msg = sqlite3_mprintf("extraction %lld cancelled; what it committed is kept: "
+                                    "SELECT resume_extraction(%lld) continues it", (long long)id, (long long)id);
+        exec_bound(meta,
+                   "UPDATE main.extractions SET status = 'cancelled', error = ?1, finished_at = datetime('now') "
+                   "WHERE id = ?2",
+                   "ti", msg, id);
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
+    } else if (rc != 0) {
+        fail_run(meta, id, err.msg);
         sqlite3_result_error(ctx, err.msg, -1);
+    } else {
+        exec_bound(meta, "UPDATE main.extractions SET status = 'done', finished_at = datetime('now') WHERE id = ?1",
+                   "i", id);
+        sqlite3_result_int64(ctx, id);
+    }
+    sqlite3_free(label);
+}
+
+static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
+    char *msg = NULL, *store = NULL;
+    json_t *opts = parse_options(argc, argv, &msg);
+    if (!opts) {
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
+        return;
+    }
+    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);
         goto done;
     }
-    exec_bound(db, "UPDATE main.extractions SET status = 'done', finished_at = datetime('now') WHERE id = ?1", "i",
-               id);
-    sqlite3_result_int64(ctx, id);
+    meta = open_meta(db);
+    json_object_set_new(opts, "top_k", json_integer(opt_int(opts, "top_k", 20)));
+    json_object_set_new(opts, "context", json_integer(opt_int(opts, "context", 10)));
+    char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = exec_bound(meta,
+                        "INSERT INTO main.extractions(name, sae, model, source, tokenizer, options, status, "
+                        "started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', datetime('now'))",
+                        "tttttt", opt_str(opts, "name"), opt_str(opts, "sae"), opt_str(opts, "model"),
+                        opt_str(opts, "activations")   ? opt_str(opts, "activations")
+                        : opt_str(opts, "dataset") ? opt_str(opts, "dataset")
+                                                   : opt_str(opts, "query"),
+                        opt_str(opts, "tokenizer"), opts_text);
+    free(opts_text);
+    if (rc != SQLITE_OK) {
+        sqlite3_result_error(ctx, rc == SQLITE_BUSY ? "extract_features: the database is locked (run it outside a "
+                                                      "transaction)"
+                                                    : sqlite3_errmsg(meta),
+                             -1);
+        goto done;
+    }
+    int64_t id = sqlite3_last_insert_rowid(meta);
+    store = opt_str(opts, "store") ? sqlite3_mprintf("%s", opt_str(opts, "store")) : default_store(db, id);
+    exec_bound(meta, "UPDATE main.extractions SET store = ?1, name = coalesce(name, ?2) WHERE id = ?3", "tti", store,
+               opt_str(opts, "name") ? opt_str(opts, "name") : "", id);
+    exec_bound(meta, "UPDATE main.extractions SET name = 'extraction-' || id WHERE id = ?1 AND name = ''", "i", id);
+    run_extraction(ctx, db, meta, opts, id, store, 0);
 done:
-    sl_extraction_close(x);
+    close_meta(db, meta);
     sqlite3_free(msg);
     sqlite3_free(store);
-    sqlite3_free(label);
+    json_decref(opts);
+}
+
+/* resume_extraction(id): continues a run that crashed, failed or was cancelled
+ * from its last checkpoint, with the options it was started with. */
+static void resume_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
+    sqlite3_stmt *q = NULL;
+    json_t *opts = NULL;
+    char *msg = NULL;
+    int64_t id = sqlite3_value_int64(argv[0]);
+    if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER) {
+        sqlite3_result_error(ctx, "resume_extraction: expects an extraction id", -1);
+        return;
+    }
+    if (sqlite3_prepare_v2(db, "SELECT options, store, status FROM main.extractions WHERE id = ?1", -1, &q, NULL) !=
+        SQLITE_OK) {
+        sqlite3_result_error(ctx, "resume_extraction: no extractions table in this database", -1);
+        return;
+    }
+    sqlite3_bind_int64(q, 1, id);
+    if (sqlite3_step(q) != SQLITE_ROW) {
+        msg = sqlite3_mprintf("resume_extraction: no extraction with id %lld", (long long)id);
+        goto done;
+    }
+    const char *status = (const char *)sqlite3_column_text(q, 2);
+    const char *store = (const char *)sqlite3_column_text(q, 1);
+    if (status && strcmp(status, "done") == 0) {
+        msg = sqlite3_mprintf("resume_extraction: extraction %lld is already done", (long long)id);
+        goto done;
+    }
+    if (!store) {
+        msg = sqlite3_mprintf("resume_extraction: extraction %lld has no store", (long long)id);
+        goto done;
+    }
+    const char *text = (const char *)sqlite3_column_text(q, 0);
+    if (!text || !(opts = parse_options_json(text, &msg))) {
+        if (!msg) msg = sqlite3_mprintf("resume_extraction: extraction %lld has no options", (long long)id);
+        goto done;
+    }
+    char *store_copy = sqlite3_mprintf("%s", store);
+    sqlite3_finalize(q);
+    q = NULL;
+    meta = open_meta(db);
+    run_extraction(ctx, db, meta, opts, id, store_copy, 1);
+    sqlite3_free(store_copy);
+done:
+    if (msg) sqlite3_result_error(ctx, msg, -1);
+    sqlite3_finalize(q);
+    close_meta(db, meta);
+    sqlite3_free(msg);
     json_decref(opts);
 }
 
 int sl_register_extract(sqlite3 *db) {
-    /* Not deterministic, not innocuous: it reads and writes files. */
-    return sqlite3_create_function_v2(db, "extract_features", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                      extract_features_fn, NULL, NULL, NULL);
+    /* Not deterministic, not innocuous: they read and write files. */
+    int rc = sqlite3_create_function_v2(db, "extract_features", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                        extract_features_fn, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function_v2(db, "resume_extraction", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                        resume_extraction_fn, NULL, NULL, NULL);
+    return rc;
 }
