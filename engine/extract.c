@@ -48,6 +48,7 @@ struct sl_extraction {
     int lock_fd;            /* store/LOCK, flock'ed for the whole run */
     sl_checkpoint resumed;  /* where a resumed run starts (zero: from the beginning) */
     double last_checkpoint; /* writer thread */
+    double checkpoint_every;
 
     /* pipeline */
     pthread_t writer;
@@ -61,8 +62,12 @@ struct sl_extraction {
     uint64_t rows_committed, tokens_committed, nnz_committed, bytes_committed, batches_committed;
 };
 
-/* How often the writer saves a checkpoint: resuming redoes at most this much. */
-#define SL_CHECKPOINT_SECONDS 2.0
+/* How often the writer saves a checkpoint: resuming redoes at most this much.
+ * SAELITE_CHECKPOINT_SECONDS overrides it (0: after every batch; tests use it). */
+static double checkpoint_interval(void) {
+    const char *env = getenv("SAELITE_CHECKPOINT_SECONDS");
+    return env && *env ? atof(env) : 2.0;
+}
 
 /* The committed state; call with x->mu held (or with the writer idle). */
 static sl_checkpoint checkpoint_of(const sl_extraction *x) {
@@ -210,7 +215,7 @@ static void *writer_main(void *arg) {
             x->bytes_committed += ss.file_bytes;
             x->batches_committed = b->segment_no + 1;
             double t = now_seconds();
-            if (t - x->last_checkpoint >= SL_CHECKPOINT_SECONDS) {
+            if (t - x->last_checkpoint >= x->checkpoint_every) {
                 sl_checkpoint c = checkpoint_of(x);
                 pthread_mutex_unlock(&x->mu);
                 rc = sl_checkpoint_save(x->store_dir, x->stats, &c, &e);
@@ -294,6 +299,7 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         }
     }
     x->last_checkpoint = now_seconds();
+    x->checkpoint_every = checkpoint_interval();
     if (pthread_create(&x->writer, NULL, writer_main, x) != 0) {
         sl_errf(err, "cannot start the writer thread");
         goto done;

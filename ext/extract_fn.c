@@ -16,6 +16,7 @@
 
 #include "catalog.h"
 #include "extract.h"
+#include "check.h"
 #include "extract_fn.h"
 #include "fsutil.h"
 #include "progress.h"
@@ -539,6 +540,34 @@ done:
     json_decref(opts);
 }
 
+/* check_extraction(id): 'ok', or one line per damaged file or block. */
+static void check_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT store FROM main.extractions WHERE id = ?1", -1, &q, NULL) != SQLITE_OK) {
+        sqlite3_result_error(ctx, "check_extraction: no extractions table in this database", -1);
+        return;
+    }
+    sqlite3_bind_value(q, 1, argv[0]);
+    const char *store = sqlite3_step(q) == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    if (!store) {
+        char *msg = sqlite3_mprintf("check_extraction: no extraction with id %s", sqlite3_value_text(argv[0]));
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
+    } else {
+        sl_buf report = {0};
+        if (sl_check_store(store, &report) == 0)
+            sqlite3_result_text(ctx, "ok", -1, SQLITE_STATIC);
+        else if (report.oom)
+            sqlite3_result_error_nomem(ctx);
+        else
+            sqlite3_result_text(ctx, sl_buf_str(&report), (int)report.len - 1, SQLITE_TRANSIENT); /* no last \n */
+        sl_buf_free(&report);
+    }
+    sqlite3_finalize(q);
+}
+
 int sl_register_extract(sqlite3 *db) {
     /* Not deterministic, not innocuous: they read and write files. */
     int rc = sqlite3_create_function_v2(db, "extract_features", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
@@ -546,5 +575,8 @@ int sl_register_extract(sqlite3 *db) {
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function_v2(db, "resume_extraction", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
                                         resume_extraction_fn, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function_v2(db, "check_extraction", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                        check_extraction_fn, NULL, NULL, NULL);
     return rc;
 }
