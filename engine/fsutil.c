@@ -16,6 +16,26 @@ void sl_fsync_dir(const char *dir) {
     }
 }
 
+int sl_reserve_file(int fd, size_t size) {
+    int rc = size ? posix_fallocate(fd, 0, (off_t)size) : 0;
+    if (rc == 0) return 0;
+    if (rc != EOPNOTSUPP && rc != EINVAL) {
+        errno = rc;
+        return -1;
+    }
+    /* The filesystem cannot fallocate: write the zeros. */
+    static const char zeros[65536];
+    if (ftruncate(fd, 0) != 0) return -1;
+    for (size_t done = 0; done < size;) {
+        size_t n = size - done < sizeof zeros ? size - done : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, (off_t)done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
 int sl_mkdirs(const char *path, sl_err *err) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)

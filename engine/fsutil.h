@@ -8,6 +8,11 @@
  * (some filesystems refuse fsync on directories). */
 void sl_fsync_dir(const char *dir);
 
+/* Makes sure fd has `size` bytes of real storage before it is written through
+ * mmap: a mapping over a sparse file on a full disk faults with SIGBUS, so
+ * running out of space must show up here, as an error (errno set). */
+int sl_reserve_file(int fd, size_t size);
+
 /* mkdir -p. */
 int sl_mkdirs(const char *path, sl_err *err);
 

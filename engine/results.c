@@ -117,8 +117,8 @@ int sl_results_write(const char *store_dir, const sl_stats *st, uint32_t context
     pending_window *pending = NULL;
     decoded_segment cur = {0};
     if (fd < 0) return sl_errf_path(err, tmp, "cannot create: %s", strerror(errno));
-    if (ftruncate(fd, (off_t)size) != 0) {
-        sl_errf_path(err, tmp, "cannot size to %zu bytes: %s", size, strerror(errno));
+    if (sl_reserve_file(fd, size) != 0) {
+        sl_errf_path(err, tmp, "cannot write %zu bytes: %s", size, strerror(errno));
         goto done;
     }
     map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
