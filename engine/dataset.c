@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dtype.h"
+#include "fsutil.h"
 #include "safetensors.h"
 #include "text.h"
 
@@ -211,24 +212,6 @@ static void token_array_close(token_array *a) {
     memset(a, 0, sizeof *a);
 }
 
-static int map_file(const char *path, void **map, size_t *size, sl_err *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sl_errf_path(err, path, "cannot open dataset: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sl_errf_path(err, path, "not a regular file");
-    }
-    *size = (size_t)sb.st_size;
-    *map = *size ? mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (*map == MAP_FAILED) {
-        *map = NULL;
-        return sl_errf_path(err, path, "cannot mmap: %s", strerror(errno));
-    }
-    return 0;
-}
-
 /* .npy: magic, version, header length, a Python dict literal with descr,
  * fortran_order and shape. Only the few forms numpy writes for integer arrays. */
 static int parse_npy(const char *path, token_array *a, sl_err *err) {
@@ -294,7 +277,7 @@ static int token_array_open(token_array *a, const char *path, const char *token_
         a->cols = t->ndim == 2 ? (uint64_t)t->shape[1] : 0;
         return 0;
     }
-    if (map_file(path, &a->map, &a->map_size, err)) return -1;
+    if (sl_map_readonly(path, "dataset", &a->map, &a->map_size, err)) return -1;
     if (ends_with(path, ".npy")) return parse_npy(path, a, err);
     a->dtype = !token_dtype || strcmp(token_dtype, "uint16") == 0 ? SL_DT_U16
                : strcmp(token_dtype, "uint32") == 0              ? SL_DT_U32

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,24 @@ int sl_reserve_file(int fd, size_t size) {
         if (w <= 0) return -1;
         done += (size_t)w;
     }
+    return 0;
+}
+
+int sl_map_readonly(const char *path, const char *what, void **map, size_t *size, sl_err *err) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sl_errf_path(err, path, "cannot open %s: %s", what, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return sl_errf_path(err, path, "not a regular file");
+    }
+    *size = (size_t)sb.st_size;
+    void *m = *size ? mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (m == MAP_FAILED) return sl_errf_path(err, path, "cannot mmap: %s", strerror(errno));
+    *map = m;
     return 0;
 }
 

@@ -13,6 +13,10 @@ void sl_fsync_dir(const char *dir);
  * running out of space must show up here, as an error (errno set). */
 int sl_reserve_file(int fd, size_t size);
 
+/* Maps a regular file read-only. *map is NULL for an empty file. Errors name
+ * the file ("cannot open ...: reason"; `what` says what the file is). */
+int sl_map_readonly(const char *path, const char *what, void **map, size_t *size, sl_err *err);
+
 /* mkdir -p. */
 int sl_mkdirs(const char *path, sl_err *err);
 

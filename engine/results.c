@@ -224,17 +224,13 @@ int sl_results_open(sl_results *res, const char *store_dir, sl_err *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", store_dir, SL_RESULTS_FILE);
     memset(res, 0, sizeof *res);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sl_errf_path(err, path, "cannot open results: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < sizeof(sl_results_header)) {
-        close(fd);
+    void *map;
+    size_t size;
+    if (sl_map_readonly(path, "results", &map, &size, err)) return -1;
+    if (size < sizeof(sl_results_header)) {
+        if (map) munmap(map, size);
         return sl_errf_path(err, path, "truncated results file");
     }
-    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return sl_errf_path(err, path, "cannot mmap: %s", strerror(errno));
-    size_t size = (size_t)sb.st_size;
     const sl_results_header *h = map;
     int ok = memcmp(h->magic, "SAELRES1", 8) == 0 && h->version == 2;
     if (!ok) {

@@ -150,18 +150,14 @@ int sl_tokfile_open(sl_tokfile *tf, const char *store_dir, sl_err *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", store_dir, SL_TOKFILE_NAME);
     memset(tf, 0, sizeof *tf);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sl_errf_path(err, path, "cannot open: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < sizeof(sl_tokfile_header)) {
-        close(fd);
+    void *map;
+    size_t size;
+    if (sl_map_readonly(path, "token file", &map, &size, err)) return -1;
+    if (size < sizeof(sl_tokfile_header)) {
+        if (map) munmap(map, size);
         return sl_errf_path(err, path, "truncated token file");
     }
-    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return sl_errf_path(err, path, "cannot mmap: %s", strerror(errno));
     const sl_tokfile_header *h = map;
-    size_t size = (size_t)sb.st_size;
     unsigned __int128 want = sizeof *h + (unsigned __int128)h->n_seq * h->seq_len * sizeof(sl_tok_record);
     if (memcmp(h->magic, "SAELTOK1", 8) != 0 || h->version != 1 || want != size ||
         XXH64((const char *)map + sizeof *h, size - sizeof *h, 0) != h->checksum) {
