@@ -32,6 +32,8 @@ typedef struct sl_backend_setup {
     int center;            /* subtract each row's mean after the model */
     uint32_t max_seqs, seq_len; /* the largest batch */
     int fast_math;         /* CUDA: allow TF32 tensor-core GEMMs (less exact) */
+    int auto_batch;        /* max_seqs is only a default: the backend may size batches
+                              itself (ops->batch_seqs says how many it chose) */
 } sl_backend_setup;
 
 typedef struct sl_backend sl_backend;
@@ -43,6 +45,12 @@ typedef struct sl_backend_ops {
     /* A line for the progress bar and the extractions row, e.g. "cpu (2 threads)". */
     void (*describe)(const sl_backend *b, char *buf, size_t size);
     void (*free)(sl_backend *b);
+    /* Optional (NULL if absent). The live state for the progress bar, e.g. GPU
+     * memory in use "12.3/79.6 GiB". */
+    void (*status)(const sl_backend *b, char *buf, size_t size);
+    /* Optional. The batch size (sequences) the backend was sized for; with
+     * setup.auto_batch it may differ from setup.max_seqs. */
+    uint32_t (*batch_seqs)(const sl_backend *b);
 } sl_backend_ops;
 
 struct sl_backend {
@@ -50,6 +58,15 @@ struct sl_backend {
 };
 
 sl_backend *sl_backend_cpu_new(const sl_backend_setup *setup, sl_err *err);
+
+/* The CUDA backend is a separate shared object, saelite_cuda.so, beside the
+ * extension (or $SAELITE_CUDA_MODULE), loaded on demand with dlopen. Its entry
+ * point, plain C: returns NULL with *no_device = 1 when there is no usable
+ * device (no driver, no GPU), NULL with *no_device = 0 on any other failure. */
+#define SL_CUDA_ABI_VERSION 1
+#define SL_CUDA_ENTRY "sl_cuda_backend_new"
+typedef sl_backend *(*sl_cuda_new_fn)(int abi_version, const sl_backend_setup *setup, const sl_model_view *model,
+                                       int *no_device, sl_err *err);
 
 /* device: "auto" (CUDA when a usable device exists, else CPU), "cpu" or "cuda"
  * (an error when there is none). */

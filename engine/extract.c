@@ -156,6 +156,7 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         goto fail;
     }
     if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
+    int auto_batch = opts->batch_size == 0; /* the backend may size batches (CUDA: free memory) */
     if (opts->resume) {
         int got = sl_checkpoint_load(opts->store_dir, x->stats, &x->resumed, err);
         if (got < 0) goto fail;
@@ -166,11 +167,14 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
                 goto fail;
             }
             s->batch_size = x->resumed.batch_size; /* batches must line up with the segments kept */
+            auto_batch = 0;
         }
     }
     sl_backend_setup setup = {.sae = x->sae, .model = x->src.model, .hook = x->src.hook, .center = x->src.center,
-                              .max_seqs = s->batch_size, .seq_len = s->seq_len, .fast_math = opts->fast_math};
+                              .max_seqs = s->batch_size, .seq_len = s->seq_len, .fast_math = opts->fast_math,
+                              .auto_batch = auto_batch};
     if (!(x->backend = sl_backend_open(opts->device, &setup, err))) goto fail;
+    if (x->backend->ops->batch_seqs) s->batch_size = x->backend->ops->batch_seqs(x->backend);
     x->backend->ops->describe(x->backend, x->device, sizeof x->device);
     snprintf(s->device, sizeof s->device, "%s", x->device);
     return x;
@@ -247,6 +251,7 @@ static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
     p->sequences_total = x->shape.sequences_total;
     p->tokens_total = x->shape.tokens_total;
     p->seconds = now_seconds() - t0;
+    if (x->backend->ops->status) x->backend->ops->status(x->backend, p->device_status, sizeof p->device_status);
 }
 
 int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err) {

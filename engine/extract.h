@@ -37,6 +37,7 @@ typedef struct sl_extract_progress {
     uint64_t nnz, store_bytes;
     double seconds;
     int finalizing;
+    char device_status[96]; /* the backend's live state (GPU memory in use), or "" */
 } sl_extract_progress;
 
 /* Called on the calling thread after each batch is committed to the store;

@@ -99,6 +99,21 @@ int sl_model_check_hook(const sl_model *m, sl_hook hook, sl_err *err) {
 
 const sl_model_config *sl_model_config_of(const sl_model *m) { return &m->cfg; }
 
+void sl_model_get_view(const sl_model *m, sl_model_view *v, sl_model_layer_view *layers) {
+    v->cfg = m->cfg;
+    v->gelu_erf = m->act == SL_ACT_GELU_ERF;
+    v->scale_attn_weights = m->scale_attn_weights;
+    v->scale_attn_by_inverse_layer_idx = m->scale_attn_by_inverse_layer_idx;
+    v->wte = m->wte;
+    v->wpe = m->wpe;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const sl_block *b = &m->blocks[l];
+        layers[l] = (sl_model_layer_view){b->ln1_w, b->ln1_b, b->attn_w,  b->attn_b,     b->attn_proj_w, b->attn_proj_b,
+                                          b->ln2_w, b->ln2_b, b->fc_w,    b->fc_b,       b->mlp_proj_w,  b->mlp_proj_b};
+    }
+    v->layers = layers;
+}
+
 static void free_block(sl_block *b) {
     free(b->ln1_w);
     free(b->ln1_b);

@@ -47,6 +47,30 @@ sl_model *sl_model_load(const char *dir, sl_err *err);
 void sl_model_free(sl_model *m);
 const sl_model_config *sl_model_config_of(const sl_model *m);
 
+/* A read-only view of a loaded model's f32 weights (row-major, owned by the model),
+ * for a backend that uploads them once (cuda/). Shapes use C = d_model, F = d_mlp. */
+typedef struct sl_model_layer_view {
+    const float *ln1_w, *ln1_b;           /* [C] */
+    const float *attn_w, *attn_b;         /* [C, 3C] (columns Q|K|V), [3C] */
+    const float *attn_proj_w, *attn_proj_b; /* [C, C], [C] */
+    const float *ln2_w, *ln2_b;           /* [C] */
+    const float *fc_w, *fc_b;             /* [C, F], [F] */
+    const float *mlp_proj_w, *mlp_proj_b; /* [F, C], [C] */
+} sl_model_layer_view;
+
+typedef struct sl_model_view {
+    sl_model_config cfg;
+    int gelu_erf;                        /* 1: exact erf GELU; 0: tanh approximation */
+    int scale_attn_weights;              /* divide scores by sqrt(head size) */
+    int scale_attn_by_inverse_layer_idx; /* and by layer + 1 */
+    const float *wte;                    /* [vocab_size, C] */
+    const float *wpe;                    /* [n_positions, C] */
+    const sl_model_layer_view *layers;   /* [n_layer] */
+} sl_model_view;
+
+/* Fills *v; layers must hold cfg.n_layer entries and becomes v->layers. */
+void sl_model_get_view(const sl_model *m, sl_model_view *v, sl_model_layer_view *layers);
+
 /* Checks the hook against the model (layer in range). */
 int sl_model_check_hook(const sl_model *m, sl_hook hook, sl_err *err);
 

@@ -52,6 +52,9 @@ static inline SL_HD void sl_layer_norm_row(const float *x, const float *w, const
     for (int i = 0; i < n; i++) y[i] = sl_ln_apply(x[i], m, rstd, w[i], b[i]);
 }
 
+/* One unnormalized softmax term: exp(score - row max). */
+static inline SL_HD float sl_softmax_exp(float score, float mx) { return expf(score - mx); }
+
 /* Causal softmax of one attention row of n scores: the first len (1 <= len <= n)
  * are softmaxed with the max subtracted; the masked rest [len, n) become 0,
  * exactly what softmax gives for scores masked with finfo.min. */
@@ -60,7 +63,7 @@ static inline SL_HD void sl_softmax_causal_row(float *row, int len, int n) {
     for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
     for (int j = 0; j < len; j++) {
-        float e = expf(row[j] - mx);
+        float e = sl_softmax_exp(row[j], mx);
         row[j] = e;
         sum += e;
     }
@@ -68,5 +71,9 @@ static inline SL_HD void sl_softmax_causal_row(float *row, int len, int n) {
     for (int j = 0; j < len; j++) row[j] *= inv;
     for (int j = len; j < n; j++) row[j] = 0.0f;
 }
+
+/* The mean TransformerLens's centred writing weights remove from a row, as the
+ * f32 that is subtracted (the sum is accumulated in double). */
+static inline SL_HD float sl_center_mean(double sum, int n) { return (float)(sum / (double)n); }
 
 #endif

@@ -31,9 +31,10 @@ void sl_progress_draw(FILE *out, const char *label, const char *device, const sl
     human(rate, speed, sizeof speed);
     clock_str(rate > 0 ? (double)(p->tokens_total - p->tokens_done) / rate : -1, eta, sizeof eta);
     clock_str(p->seconds, elapsed, sizeof elapsed);
-    fprintf(out, "\r\033[K%s [%s] %5.1f%% %s/%s tok  %llu/%llu seq  %s tok/s  %s  %s %s", label, bar, 100 * frac,
-            done, total, (unsigned long long)p->sequences_done, (unsigned long long)p->sequences_total, speed,
-            device, p->finalizing ? "finalizing" : (p->tokens_done == p->tokens_total ? "elapsed" : "ETA"),
+    fprintf(out, "\r\033[K%s [%s] %5.1f%% %s/%s tok  %llu/%llu seq  %s tok/s  %s%s%s%s  %s %s", label, bar,
+            100 * frac, done, total, (unsigned long long)p->sequences_done, (unsigned long long)p->sequences_total,
+            speed, device, p->device_status[0] ? " [" : "", p->device_status, p->device_status[0] ? "]" : "",
+            p->finalizing ? "finalizing" : (p->tokens_done == p->tokens_total ? "elapsed" : "ETA"),
             p->finalizing || p->tokens_done == p->tokens_total ? elapsed : eta);
     fflush(out);
 }

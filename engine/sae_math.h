@@ -31,4 +31,15 @@ static inline SL_HD float sl_layer_norm_inv(double centered_sum_sq, int d) {
     return (float)(1.0 / (sqrt(var) + 1e-5));
 }
 
+/* Top-k selection on the GPU is a radix select over these keys: an unsigned key
+ * with the order of the floats (-0 and +0 equal; NaN sorts above +inf). */
+static inline SL_HD uint32_t sl_f32_order_key(float v) {
+    uint32_t u = sl_f32_to_bits(v == 0.0f ? 0.0f : v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* What a top-k row keeps at a feature: relu(pre) when selected (among the k
+ * largest, ties to the lower feature id), else 0. */
+static inline SL_HD float sl_topk_value(float pre, int selected) { return selected ? sl_relu(pre) : 0.0f; }
+
 #endif

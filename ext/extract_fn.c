@@ -57,6 +57,7 @@ static const opt_spec opt_specs[] = {
     {"max_tokens", OPT_INT, 1, INT64_MAX, NULL},
     {"progress", OPT_CHOICE, 0, 0, "auto on off"},
     {"device", OPT_CHOICE, 0, 0, "auto cpu cuda"},
+    {"precision", OPT_CHOICE, 0, 0, "fp32 tf32"},
 };
 #define N_OPTS (int)(sizeof opt_specs / sizeof opt_specs[0])
 
@@ -399,6 +400,7 @@ static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, jso
         .batch_size = (uint32_t)opt_int(opts, "batch_size", 0),
         .max_sequences = (uint64_t)opt_int(opts, "max_sequences", 0),
         .device = opt_str(opts, "device"),
+        .fast_math = opt_str(opts, "precision") && strcmp(opt_str(opts, "precision"), "tf32") == 0,
         .resume = resume,
     };
     sl_err err = {{0}};

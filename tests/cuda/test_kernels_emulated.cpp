@@ -1,0 +1,447 @@
+/* test_kernels_emulated.cpp: the CUDA kernels, run on the CPU.
+ *
+ * cuda/kernels.cuh and cuda/pipeline.cuh are compiled as host C++ under the launch
+ * emulator (cuda/emulate.h: blocks one after another, the threads of a block as
+ * cooperative fibers, __syncthreads a barrier). GEMMs are OpenBLAS column-major
+ * calls with cublasSgemmStridedBatched's arguments. Against the CPU engine:
+ *   1. sl_f32_order_key sorts as the floats do;
+ *   2. every SAE fixture case (FIXTURES/sae): the kernels' activations equal
+ *      sl_sae_encode's and the Python reference's;
+ *   3. tests/data/gpt2_tiny and gpt2_tiny_f16: every hook of every layer equals
+ *      sl_model_forward's rows;
+ *   4. whole batches (model ids or stored activations, centring, excluded rows,
+ *      standard / topk / jumprelu / gated SAEs): the CSR of the emulated pipeline
+ *      matches the CPU backend's under the parity rule of tests/cuda/parity.h.
+ * Each is run with several block sizes, so reductions, scans and grid-stride loops
+ * see more than one shape. argv[1]: the fixtures dir; the model dirs are found
+ * from SAELITE_SOURCE_DIR (CMake passes it). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+extern "C" {
+#include "backend.h"
+#include "csr.h"
+#include "model.h"
+#include "sae.h"
+#include "safetensors.h"
+}
+
+#include "check.h"
+#include "parity.h"
+#include "test_util.h"
+#include "pipeline.cuh"
+
+/* ---- the includer's half of pipeline.cuh ---------------------------------- */
+
+static int sl_gemm(sl_pipe *p, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                   long long sA, const float *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
+                   int batch) {
+    (void)p;
+    for (int i = 0; i < batch; i++)
+        cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha,
+                    A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+    return 0;
+}
+
+static int sl_launched(sl_pipe *p, const char *kernel, const char *file, int line) {
+    (void)p, (void)kernel, (void)file, (void)line;
+    return 0;
+}
+
+/* Block shapes tried: (row threads, element-wise threads, element-wise blocks). */
+static const unsigned SHAPES[][3] = {{32, 32, 3}, {64, 128, 2}, {1, 1, 1}, {256, 64, 1000}};
+enum { N_SHAPES = 4 };
+
+static sl_pipe make_pipe(int shape) {
+    sl_pipe p;
+    memset(&p, 0, sizeof p);
+    p.row_threads = SHAPES[shape][0];
+    p.ew_threads = SHAPES[shape][1];
+    p.ew_blocks = SHAPES[shape][2];
+    return p;
+}
+
+static sl_dev_sae dev_sae_of(const sl_sae *s) {
+    sl_dev_sae d = {s->d_in, s->d_sae, s->arch, s->k, s->norm, s->W_enc, s->b_enc,
+                    s->apply_b_dec_to_input ? s->b_dec : NULL, s->threshold, s->W_mag, s->b_mag, s->dec_norm};
+    return d;
+}
+
+/* ---- 1. order keys ------------------------------------------------------------ */
+
+static void check_order_keys(void) {
+    float v[] = {-INFINITY, -3e38f, -1.5f, -1.0f, -1e-30f, -1e-45f, 0.0f, 1e-45f, 1e-30f, 1.0f, 1.5f, 3e38f, INFINITY};
+    int n = (int)(sizeof v / sizeof v[0]);
+    for (int i = 0; i + 1 < n; i++) CHECK(sl_f32_order_key(v[i]) < sl_f32_order_key(v[i + 1]));
+    CHECK(sl_f32_order_key(-0.0f) == sl_f32_order_key(0.0f));
+    for (int i = 0; i < 100000; i++) {
+        float a = frand() * 100, b = frand() * 100;
+        CHECK((a < b) == (sl_f32_order_key(a) < sl_f32_order_key(b)));
+    }
+    CHECK(sl_topk_value(2.0f, 1) == 2.0f && sl_topk_value(2.0f, 0) == 0.0f && sl_topk_value(-1.0f, 1) == 0.0f);
+    printf("order keys: sorted as the floats\n");
+}
+
+/* ---- 2. SAE fixture cases ------------------------------------------------------ */
+
+static void check_sae_case(const char *fixtures, const char *name) {
+    char sae_path[4096], expect_path[4096];
+    snprintf(sae_path, sizeof sae_path, "%s/sae/%s", fixtures, name);
+    size_t n = strlen(name), sl = strlen(".safetensors");
+    int bare = n > sl && strcmp(name + n - sl, ".safetensors") == 0;
+    snprintf(expect_path, sizeof expect_path, "%s/sae/%.*s.expect.safetensors", fixtures, (int)(bare ? n - sl : n),
+             name);
+    sl_err err = {{0}};
+    sl_sae *sae = sl_sae_load(sae_path, &err);
+    sl_st *ex = sl_st_open(expect_path, &err);
+    CHECK(sae && ex);
+    if (!sae || !ex) {
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+        sl_sae_free(sae);
+        sl_st_close(ex);
+        return;
+    }
+    const sl_tensor *xt = sl_st_get(ex, "x");
+    int rows = xt ? (int)xt->shape[0] : 0;
+    const int D = sae->d_in, S = sae->d_sae;
+    int64_t xs[2] = {rows, D}, as[2] = {rows, S};
+    float *x = sl_st_load_f32(ex, "x", 2, xs, &err);
+    float *want = sl_st_load_f32(ex, "acts", 2, as, &err);
+    float *cpu = (float *)calloc((size_t)rows * S, sizeof(float));
+    float *ws = (float *)malloc(sl_sae_workspace_floats(sae, rows) * sizeof(float));
+    float *xin = (float *)malloc((size_t)rows * D * sizeof(float));
+    float *acts = (float *)malloc((size_t)rows * S * sizeof(float));
+    float *mag = (float *)malloc((size_t)rows * S * sizeof(float));
+    CHECK(x && want && cpu && ws && xin && acts && mag);
+    if (x && want && cpu && ws && xin && acts && mag) {
+        sl_sae_encode(sae, x, rows, cpu, ws);
+        sl_dev_sae ds = dev_sae_of(sae);
+        double max_cpu = 0, max_ref = 0;
+        for (int shape = 0; shape < N_SHAPES; shape++) {
+            sl_pipe p = make_pipe(shape);
+            CHECK(sl_sae_encode_rows(&p, &ds, x, rows, xin, acts, mag) == 0);
+            int bad = 0;
+            for (size_t i = 0; i < (size_t)rows * S; i++) {
+                double dc = fabs((double)acts[i] - cpu[i]), dr = fabs((double)acts[i] - want[i]);
+                if (dc > max_cpu) max_cpu = dc;
+                if (dr > max_ref) max_ref = dr;
+                if ((dc > 1e-5 * (1 + fabs(cpu[i])) || dr > 1e-4 * (1 + fabs(want[i]))) && bad++ < 3)
+                    fprintf(stderr, "%s shape %d: row %zu feature %zu: kernels %.8g cpu %.8g reference %.8g\n", name,
+                            shape, i / S, i % S, acts[i], cpu[i], want[i]);
+                /* the same features are active */
+                if ((acts[i] > 0) != (cpu[i] > 0) && bad++ < 3)
+                    fprintf(stderr, "%s shape %d: row %zu feature %zu active in one only\n", name, shape, i / S, i % S);
+            }
+            CHECK(bad == 0);
+        }
+        printf("  %-28s %-9s max |kernels - cpu| %.2g, |kernels - reference| %.2g\n", name, sl_arch_name(sae->arch),
+               max_cpu, max_ref);
+    }
+    free(x);
+    free(want);
+    free(cpu);
+    free(ws);
+    free(xin);
+    free(acts);
+    free(mag);
+    sl_st_close(ex);
+    sl_sae_free(sae);
+}
+
+static void check_sae_cases(const char *fixtures) {
+    char list[4096], line[256];
+    snprintf(list, sizeof list, "%s/sae/cases.txt", fixtures);
+    FILE *f = fopen(list, "r");
+    CHECK(f != NULL);
+    int n = 0;
+    printf("SAE fixture cases:\n");
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (!*line) continue;
+        check_sae_case(fixtures, line);
+        n++;
+    }
+    if (f) fclose(f);
+    CHECK(n >= 12);
+}
+
+/* A wide top-k case: rows of 3000 features with planted ties at the k-th value. */
+static void check_topk_ties(void) {
+    const int S = 3000, rows = 6;
+    int ks[] = {1, 7, 64, 2999, 3000};
+    float *a = (float *)malloc((size_t)rows * S * sizeof(float)), *b = (float *)malloc((size_t)rows * S * sizeof(float));
+    for (int ki = 0; ki < 5; ki++) {
+        for (int shape = 0; shape < N_SHAPES; shape++) {
+            for (size_t i = 0; i < (size_t)rows * S; i++) a[i] = roundf(frand() * 40) / 8; /* many equal values */
+            sl_pipe p = make_pipe(shape);
+            memcpy(b, a, (size_t)rows * S * sizeof(float));
+            SL_RUN_KERNEL(k_topk_rows, (unsigned)rows, p.row_threads, sl_topk_shared_bytes(p.row_threads), 0, a, S, ks[ki]);
+            /* CPU reference: sort-free, as sae.c: k-th value, then ties by feature id. */
+            int bad = 0;
+            for (int r = 0; r < rows; r++) {
+                float *in = b + (size_t)r * S, *out = a + (size_t)r * S;
+                int k = ks[ki];
+                int kept = 0;
+                for (int f = 0; f < S; f++) {
+                    int greater = 0, equal_before = 0;
+                    for (int g = 0; g < S; g++) {
+                        greater += in[g] > in[f];
+                        equal_before += g < f && in[g] == in[f];
+                    }
+                    int sel = greater + equal_before < k;
+                    float want = sl_topk_value(in[f], sel);
+                    kept += sel;
+                    if (out[f] != want && bad++ < 3)
+                        fprintf(stderr, "topk k %d shape %d row %d feature %d: %g want %g\n", k, shape, r, f, out[f], want);
+                }
+                CHECK(kept == (k < S ? k : S));
+            }
+            CHECK(bad == 0);
+        }
+    }
+    free(a);
+    free(b);
+    printf("top-k with ties: k in {1, 7, 64, 2999, 3000} of 3000 match the CPU rule\n");
+}
+
+/* ---- 3. model forward --------------------------------------------------------- */
+
+typedef struct dev_model_host {
+    sl_dev_model m;
+    sl_dev_layer *layers;
+    sl_model_layer_view *views;
+} dev_model_host;
+
+static dev_model_host dev_model_of(const sl_model *model) {
+    dev_model_host h;
+    const sl_model_config *c = sl_model_config_of(model);
+    h.views = (sl_model_layer_view *)malloc((size_t)c->n_layer * sizeof *h.views);
+    h.layers = (sl_dev_layer *)malloc((size_t)c->n_layer * sizeof *h.layers);
+    sl_model_view v;
+    sl_model_get_view(model, &v, h.views);
+    for (int l = 0; l < c->n_layer; l++) {
+        const sl_model_layer_view *L = &v.layers[l];
+        sl_dev_layer d = {L->ln1_w, L->ln1_b, L->attn_w,  L->attn_b, L->attn_proj_w, L->attn_proj_b,
+                          L->ln2_w, L->ln2_b, L->fc_w,    L->fc_b,   L->mlp_proj_w,  L->mlp_proj_b};
+        h.layers[l] = d;
+    }
+    h.m.C = c->d_model;
+    h.m.NH = c->n_head;
+    h.m.F = c->d_mlp;
+    h.m.eps = c->layer_norm_eps;
+    h.m.gelu_erf = v.gelu_erf;
+    h.m.scale_attn_weights = v.scale_attn_weights;
+    h.m.scale_attn_by_inverse_layer_idx = v.scale_attn_by_inverse_layer_idx;
+    h.m.wte = v.wte;
+    h.m.wpe = v.wpe;
+    h.m.layers = h.layers;
+    return h;
+}
+
+static sl_dev_model_ws alloc_ws(const sl_dev_model *m, int B, int T, float **block) {
+    size_t N = (size_t)B * T, NC = N * m->C;
+    size_t wide = (size_t)(3 * m->C > m->F ? 3 * m->C : m->F);
+    *block = (float *)calloc(sl_dev_model_ws_floats(m->C, m->NH, m->F, (size_t)B, (size_t)T), sizeof(float));
+    sl_dev_model_ws w;
+    w.ids = (int32_t *)malloc(N * sizeof(int32_t));
+    w.x = *block;
+    w.buf = w.x + NC;
+    w.y = w.buf + NC;
+    w.big = w.y + NC;
+    w.q = w.big + N * wide;
+    w.k = w.q + NC;
+    w.v = w.k + NC;
+    w.att = w.v + NC;
+    return w;
+}
+
+static void check_model(const char *dir) {
+    sl_err err = {{0}};
+    sl_model *model = sl_model_load(dir, &err);
+    CHECK(model != NULL);
+    if (!model) return (void)fprintf(stderr, "%s\n", err.msg);
+    int B = 0, T = 0;
+    int32_t *tok = read_tokens(dir, &B, &T);
+    CHECK(tok != NULL);
+    const sl_model_config *c = sl_model_config_of(model);
+    dev_model_host h = dev_model_of(model);
+    float *block;
+    sl_dev_model_ws w = alloc_ws(&h.m, B, T, &block);
+    const size_t NC = (size_t)B * T * c->d_model;
+    float *cpu = (float *)malloc(NC * sizeof(float));
+    double worst = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int kind = 0; kind < 4; kind++) {
+            sl_hook hook = {l, (sl_hook_kind)kind};
+            float *ws = (float *)malloc(sl_model_workspace_floats(model, B, T, hook) * sizeof(float));
+            CHECK(sl_model_forward(model, tok, B, T, hook, cpu, ws, &err) == 0);
+            free(ws);
+            { /* block shapes (32, 32, 3) and (64, 128, 2) in turn: a fiber per thread is slow */
+                int shape = (l + kind) % 2;
+                sl_pipe p = make_pipe(shape);
+                memcpy(w.ids, tok, (size_t)B * T * sizeof(int32_t));
+                float *out = NULL;
+                CHECK(sl_forward(&p, &h.m, &w, B, T, hook, &out) == 0);
+                double md = 0;
+                for (size_t i = 0; i < NC; i++) {
+                    double d = fabs((double)out[i] - cpu[i]) / (1.0 + fabs(cpu[i]));
+                    if (d > md) md = d;
+                }
+                CHECK(md <= 1e-5);
+                if (md > 1e-5) fprintf(stderr, "%s blocks.%d kind %d shape %d: differs by %g\n", dir, l, kind, shape, md);
+                if (md > worst) worst = md;
+            }
+        }
+    }
+    printf("model %s: %d layers x 4 hooks, %d x %d tokens: max relative |kernels - cpu| %.2g\n", dir, c->n_layer, B, T,
+           worst);
+    free(cpu);
+    free(block);
+    free(w.ids);
+    free(h.layers);
+    free(h.views);
+    free(tok);
+    sl_model_free(model);
+}
+
+/* ---- 4. whole batches against the CPU backend ------------------------------------ */
+
+/* The CUDA backend's run(), with host pointers: forward, centring, compaction,
+ * SAE on the included rows, CSR with empty rows for the others. */
+static int emu_run(const sl_dev_model *m, const sl_sae *sae, sl_hook hook, int center, const sl_batch_in *in,
+                   sl_csr_builder *out, int shape) {
+    sl_pipe p = make_pipe(shape);
+    const int D = sae->d_in, S = sae->d_sae;
+    const size_t rows = (size_t)in->n_seq * in->seq_len;
+    float *block = NULL, *act;
+    sl_dev_model_ws w;
+    float *xcopy = NULL;
+    if (in->ids) {
+        w = alloc_ws(m, (int)in->n_seq, (int)in->seq_len, &block);
+        memcpy(w.ids, in->ids, rows * sizeof(int32_t));
+        if (sl_forward(&p, m, &w, (int)in->n_seq, (int)in->seq_len, hook, &act)) return -1;
+    } else {
+        xcopy = (float *)malloc(rows * D * sizeof(float));
+        memcpy(xcopy, in->x, rows * D * sizeof(float));
+        act = xcopy;
+    }
+    int32_t *idx = (int32_t *)malloc(rows * sizeof(int32_t));
+    size_t n = 0;
+    for (size_t r = 0; r < rows; r++)
+        if (in->include[r]) idx[n++] = (int32_t)r;
+    float *xc = (float *)malloc((n ? n : 1) * D * sizeof(float)), *xin = (float *)malloc((n ? n : 1) * D * sizeof(float));
+    float *acts = (float *)malloc((n ? n : 1) * S * sizeof(float)), *mag = (float *)malloc((n ? n : 1) * S * sizeof(float));
+    sl_dev_sae ds = dev_sae_of(sae);
+    int rc = sl_prepare_rows(&p, act, (int)rows, D, center, idx, n, xc);
+    if (rc == 0 && n) rc = sl_sae_encode_rows(&p, &ds, xc, (int)n, xin, acts, mag);
+    sl_err err = {{0}};
+    size_t j = 0;
+    for (size_t r = 0; rc == 0 && r < rows; r++)
+        rc = in->include[r] ? sl_csr_append_dense(out, acts + (j++) * S, 1, (uint32_t)S, &err) : sl_csr_append_empty(out, &err);
+    free(idx);
+    free(xc);
+    free(xin);
+    free(acts);
+    free(mag);
+    free(xcopy);
+    if (in->ids) {
+        free(block);
+        free(w.ids);
+    }
+    return rc;
+}
+
+static void check_batches(const char *model_dir) {
+    sl_err err = {{0}};
+    sl_model *model = sl_model_load(model_dir, &err);
+    CHECK(model != NULL);
+    if (!model) return;
+    int B = 0, T = 0;
+    int32_t *tok = read_tokens(model_dir, &B, &T);
+    const int D = sl_model_config_of(model)->d_model, S = 96;
+    dev_model_host h = dev_model_of(model);
+    const size_t rows = (size_t)B * T;
+    uint8_t *include = (uint8_t *)malloc(rows);
+    for (size_t r = 0; r < rows; r++) include[r] = r % 7 != 0 && r % 11 != 3; /* some rows excluded */
+    sl_arch archs[] = {SL_ARCH_STANDARD, SL_ARCH_TOPK, SL_ARCH_JUMPRELU, SL_ARCH_GATED};
+    const char *hooks[] = {"blocks.0.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.2.hook_mlp_out",
+                           "blocks.2.hook_resid_post"};
+    float *acts_in = (float *)malloc(rows * D * sizeof(float));
+    for (size_t i = 0; i < rows * D; i++) acts_in[i] = frand() * 2;
+    int runs = 0;
+    parity_stats total = {0, 0, 0, 0, 0, 0.0};
+    for (int ai = 0; ai < 4; ai++) {
+        sl_sae *sae = random_sae(D, S, archs[ai], ai == 3 ? SL_NORM_LAYER_NORM : ai == 1 ? SL_NORM_CONSTANT_NORM_RESCALE : SL_NORM_NONE);
+        for (int hi = 0; hi < 5; hi++) { /* two of the 4 hooks (each hook twice in all), stored activations */
+            if (hi < 4 && hi != ai % 4 && hi != (ai + 2) % 4) continue;
+            for (int center = 0; center < 2; center++) {
+                sl_hook hook = {0, SL_HOOK_RESID_PRE};
+                if (hi < 4) CHECK(sl_hook_parse(hooks[hi], &hook, &err) == 0);
+                sl_backend_setup setup;
+                memset(&setup, 0, sizeof setup);
+                setup.sae = sae;
+                setup.model = hi < 4 ? model : NULL;
+                setup.hook = hook;
+                setup.center = center;
+                setup.max_seqs = (uint32_t)B;
+                setup.seq_len = (uint32_t)T;
+                sl_backend *cpu = sl_backend_cpu_new(&setup, &err);
+                CHECK(cpu != NULL);
+                sl_batch_in in = {(uint32_t)B, (uint32_t)T, hi < 4 ? NULL : acts_in, hi < 4 ? tok : NULL, include};
+                sl_csr_builder a, b;
+                memset(&a, 0, sizeof a);
+                memset(&b, 0, sizeof b);
+                CHECK(sl_csr_reset(&a, (uint32_t)rows, &err) == 0 && sl_csr_reset(&b, (uint32_t)rows, &err) == 0);
+                CHECK(cpu->ops->run(cpu, &in, &a, &err) == 0);
+                CHECK(emu_run(&h.m, sae, hook, center, &in, &b, runs % 2) == 0);
+                char label[128];
+                snprintf(label, sizeof label, "%s %s center %d", sl_arch_name(sae->arch), hi < 4 ? hooks[hi] : "stored", center);
+                parity_stats st;
+                CHECK(parity_compare(&a, &b, sae->threshold, sae->arch == SL_ARCH_TOPK, &st, label) == 0);
+                CHECK(st.nnz_a > 0);
+                for (size_t r = 0; r < rows; r++)
+                    if (!include[r]) CHECK(b.row_ptr[r + 1] == b.row_ptr[r]);
+                total.nnz_a += st.nnz_a;
+                total.matched += st.matched;
+                total.near_threshold += st.near_threshold;
+                if (st.max_abs_diff > total.max_abs_diff) total.max_abs_diff = st.max_abs_diff;
+                sl_csr_free(&a);
+                sl_csr_free(&b);
+                cpu->ops->free(cpu);
+                runs++;
+            }
+        }
+        sl_sae_free(sae);
+    }
+    printf("batches: %d runs (4 architectures x (2 hooks + stored activations) x centring), %llu nonzeros, %llu "
+           "matched, %llu near a threshold, max |cpu - kernels| %.2g\n",
+           runs, (unsigned long long)total.nnz_a, (unsigned long long)total.matched,
+           (unsigned long long)total.near_threshold, total.max_abs_diff);
+    free(acts_in);
+    free(include);
+    free(h.layers);
+    free(h.views);
+    free(tok);
+    sl_model_free(model);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return fprintf(stderr, "usage: %s FIXTURES\n", argv[0]), 2;
+    const char *src = getenv("SAELITE_SOURCE_DIR");
+    char tiny[4200], tiny16[4200];
+    snprintf(tiny, sizeof tiny, "%s/tests/data/gpt2_tiny", src ? src : ".");
+    snprintf(tiny16, sizeof tiny16, "%s/tests/data/gpt2_tiny_f16", src ? src : ".");
+    check_order_keys();
+    check_sae_cases(argv[1]);
+    check_topk_ties();
+    check_model(tiny);
+    check_model(tiny16);
+    check_batches(tiny);
+    printf("emulator: %llu launches, %llu barriers\n", sl_emu().launches, sl_emu().barriers);
+    CHECK_DONE();
+}
