@@ -24,6 +24,16 @@
     "  nnz INTEGER DEFAULT 0, store_bytes INTEGER DEFAULT 0,\n"                                    \
     "  started_at TEXT, finished_at TEXT, error TEXT)"
 
+/* Names and notes people give features; plain INSERT/UPDATE, read by the
+ * `features` table's `label` column. Created with the extractions table. */
+#define SL_LABELS_DDL                                                                              \
+    "CREATE TABLE IF NOT EXISTS main.feature_labels(\n"                                           \
+    "  extraction_id INTEGER NOT NULL REFERENCES extractions(id) ON DELETE CASCADE,\n"           \
+    "  feature_id INTEGER NOT NULL,\n"                                                            \
+    "  label TEXT, description TEXT, notes TEXT,\n"                                               \
+    "  favorite INTEGER NOT NULL DEFAULT 0,\n"                                                    \
+    "  PRIMARY KEY (extraction_id, feature_id)) WITHOUT ROWID"
+
 /* A finished extraction, opened for reading. */
 typedef struct sl_open_extraction {
     int64_t id;

@@ -453,7 +453,7 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
         sqlite3_free(msg);
         return;
     }
-    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL ";" SL_LABELS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
         sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);
         goto done;
     }

@@ -30,6 +30,6 @@ int sqlite3_saelite_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines 
         return rc;
     }
     /* Best effort: a read-only database can still be browsed if it has the table. */
-    sqlite3_exec(db, SL_EXTRACTIONS_DDL, NULL, NULL, NULL);
+    sqlite3_exec(db, SL_EXTRACTIONS_DDL ";" SL_LABELS_DDL, NULL, NULL, NULL);
     return SQLITE_OK;
 }

@@ -2,7 +2,7 @@
  *
  *   CREATE TABLE features(feature_id INTEGER, frequency REAL, max_activation REAL,
  *     mean_activation REAL, n_active INTEGER, is_dead INTEGER, top_token TEXT,
- *     example TEXT, extraction_id HIDDEN)
+ *     example TEXT, label TEXT, extraction_id HIDDEN)
  *   CREATE TABLE feature_stats(feature_id INTEGER, n_tokens INTEGER, n_active INTEGER,
  *     frequency REAL, log10_frequency REAL, mean REAL, std REAL, min_active REAL,
  *     max REAL, extraction_id HIDDEN)
@@ -42,7 +42,7 @@ typedef enum { T_FEATURES, T_FEATURE_STATS, T_TOP_EXAMPLES } table_kind;
 enum { IDX_FEATURE_EQ = 1, IDX_FEATURE_IN = 2, IDX_EXTRACTION = 4 };
 
 /* Column numbers. The hidden extraction_id is always last. */
-enum { F_FEATURE_ID, F_FREQUENCY, F_MAX, F_MEAN, F_N_ACTIVE, F_IS_DEAD, F_TOP_TOKEN, F_EXAMPLE, F_EXTRACTION };
+enum { F_FEATURE_ID, F_FREQUENCY, F_MAX, F_MEAN, F_N_ACTIVE, F_IS_DEAD, F_TOP_TOKEN, F_EXAMPLE, F_LABEL, F_EXTRACTION };
 enum { S_FEATURE_ID, S_N_TOKENS, S_N_ACTIVE, S_FREQUENCY, S_LOG10_FREQUENCY, S_MEAN, S_STD, S_MIN_ACTIVE, S_MAX, S_EXTRACTION };
 enum { E_FEATURE_ID, E_RANK, E_ACTIVATION, E_SEQUENCE_ID, E_POSITION, E_TOKEN, E_CONTEXT, E_TOKENS, E_ACTIVATIONS,
        E_MAX_INDEX, E_DOCUMENT, E_CHAR_START, E_CHAR_END, E_EXTRACTION };
@@ -52,7 +52,7 @@ static const struct {
     int extraction_col;
 } tables[] = {
     [T_FEATURES] = {"CREATE TABLE x(feature_id INTEGER, frequency REAL, max_activation REAL, mean_activation REAL, "
-                    "n_active INTEGER, is_dead INTEGER, top_token TEXT, example TEXT, extraction_id HIDDEN)",
+                    "n_active INTEGER, is_dead INTEGER, top_token TEXT, example TEXT, label TEXT, extraction_id HIDDEN)",
                     F_EXTRACTION},
     [T_FEATURE_STATS] = {"CREATE TABLE x(feature_id INTEGER, n_tokens INTEGER, n_active INTEGER, frequency REAL, "
                          "log10_frequency REAL, mean REAL, std REAL, min_active REAL, max REAL, extraction_id HIDDEN)",
@@ -69,7 +69,20 @@ typedef struct feature_vtab {
     sqlite3 *db;
     sl_catalog *catalog;
     table_kind kind;
+    sqlite3_stmt *label_stmt; /* features.label, prepared on first use */
 } feature_vtab;
+
+/* The feature's label from feature_labels (NULL when none, or no such table). */
+static void column_label(feature_vtab *vt, sqlite3_context *ctx, int64_t extraction_id, int64_t feature_id) {
+    if (!vt->label_stmt &&
+        sqlite3_prepare_v2(vt->db, "SELECT label FROM main.feature_labels WHERE extraction_id = ?1 AND feature_id = ?2",
+                           -1, &vt->label_stmt, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(vt->label_stmt, 1, extraction_id);
+    sqlite3_bind_int64(vt->label_stmt, 2, feature_id);
+    if (sqlite3_step(vt->label_stmt) == SQLITE_ROW) sqlite3_result_value(ctx, sqlite3_column_value(vt->label_stmt, 0));
+    sqlite3_reset(vt->label_stmt);
+}
 
 typedef struct feature_cursor {
     sqlite3_vtab_cursor base;
@@ -106,6 +119,7 @@ CONNECT_FN(feature_stats_connect, T_FEATURE_STATS)
 CONNECT_FN(top_examples_connect, T_TOP_EXAMPLES)
 
 static int vt_disconnect(sqlite3_vtab *vtab) {
+    sqlite3_finalize(((feature_vtab *)vtab)->label_stmt);
     sqlite3_free(vtab);
     return SQLITE_OK;
 }
@@ -307,6 +321,9 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
             if (!rf->n_examples) break; /* NULL */
             sl_token_text(x, x->res.windows[top->window_offset + top->max_index].token, &b);
             result_buf(ctx, &b);
+            break;
+        case F_LABEL:
+            column_label(vt, ctx, x->id, f);
             break;
         case F_EXAMPLE:
             if (!rf->n_examples) break;
