@@ -74,6 +74,11 @@ fi
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
 export OPENBLAS_NUM_THREADS=1 # one core per harness; they run side by side
+# The harnesses rewrite a file per input: on tmpfs when there is one. libFuzzer exits
+# without running atexit handlers, so their temporary directories go with this one.
+TMPDIR=$(mktemp -d -p /dev/shm saelite-fuzz.XXXXXX 2>/dev/null || mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 run_one() {
   local h=$1 work=$run_dir/$1

@@ -2,7 +2,9 @@
  *
  * The engine's loaders take paths, so a harness puts each input in a file: a
  * memfd reached through /proc/self/fd/N (one per harness, rewritten per input) or
- * a file in a private temporary directory removed at exit. fz_st_build writes
+ * a file in a private temporary directory, removed at exit when atexit handlers run
+ * (libFuzzer often ends without them: scripts/fuzz.sh points TMPDIR at a directory it
+ * removes). fz_st_build writes
  * small valid safetensors files for the directory loaders (SAE, model), whose
  * JSON config is what gets fuzzed. FZ_ASSERT aborts, which libFuzzer reports as a
  * crash with the input saved: the harnesses use it for invariants the engine's
