@@ -1,35 +1,42 @@
--- demo.sql: extract the bundled example's features and browse them.
--- Run from the repository root (scripts/demo.sh does): sqlite3 build/demo.db < sql/demo.sql
+-- demo.sql: extract the features of the bundled tiny model and SAE on this
+-- repository's own text, then browse them. Run from the repository root after
+-- `python3 tools/demo/make_demo_dataset.py build/demo/dataset.jsonl`
+-- (scripts/demo.sh does both): sqlite3 build/demo.db < sql/demo.sql
 .load build/saelite
 .bail on
 
-.print '== extract_features: every token of the example through the SAE'
-SELECT extract_features('sae', 'build/example/sae',
-                        'activations', 'build/example/acts.safetensors',
-                        'tokenizer', 'build/example/tokenizer.json',
-                        'name', 'example', 'progress', 'on') AS extraction_id;
+.print '== extract_features: tokenize, run the model to blocks.2.hook_resid_pre, encode with the SAE'
+SELECT extract_features('sae', 'examples/tiny/sae', 'model', 'examples/tiny/model',
+                        'tokenizer', 'examples/tiny/tokenizer.json',
+                        'dataset', 'build/demo/dataset.jsonl',
+                        'name', 'tiny', 'progress', 'on') AS extraction_id;
 
 .mode box
 .print '== the run'
-SELECT id, name, status, tokens_done, d_sae, nnz,
+SELECT id, name, status, device, tokens_done, sequences_done, d_sae, nnz,
        round(1.0 * store_bytes / nnz, 2) AS bytes_per_nonzero
 FROM extractions ORDER BY id DESC LIMIT 1;
 
-.print '== the most frequent features'
-SELECT feature_id, round(frequency, 4) AS frequency, round(max_activation, 3) AS max_act,
-       top_token, replace(example, char(10), '⏎') AS example
+.print '== the most frequent features (max token in « »)'
+SELECT feature_id, round(frequency, 4) AS frequency, round(max_activation, 2) AS max_act,
+       top_token, substr(replace(example, char(10), '⏎'), 1, 60) AS example
 FROM features ORDER BY frequency DESC LIMIT 10;
 
-.print '== three features and their top examples (max token in « »)'
-SELECT feature_id, rank, round(activation, 3) AS activation,
-       replace(context, char(10), '⏎') AS context
-FROM top_examples
-WHERE feature_id IN (SELECT feature_id FROM features
-                     WHERE top_token IN ('(', ' return', '0') AND NOT is_dead
-                     ORDER BY max_activation DESC LIMIT 3)
-  AND rank <= 5;
+.print '== features whose top 10 examples all fire on one token'
+WITH t AS (SELECT feature_id, count(DISTINCT trim(token)) AS tokens FROM top_examples
+           WHERE rank <= 10 GROUP BY feature_id)
+SELECT feature_id, round(frequency, 4) AS frequency, top_token
+FROM features JOIN t USING (feature_id)
+WHERE tokens = 1 AND trim(top_token) IN ('def', 'if', '(', '{', '==', '->', '0', '1', '#', 'return')
+ORDER BY frequency DESC LIMIT 10;
+
+.print '== three features in context: "(" after a Python call, "(" after a C macro, small numbers in prose'
+SELECT feature_id, rank, round(activation, 2) AS activation,
+       substr(replace(context, char(10), '⏎'), 1, 70) AS context
+FROM top_examples WHERE feature_id IN (1459, 1211, 35) AND rank <= 4;
 
 .print '== dead features (never active) and the densest ones'
-SELECT count(*) AS dead_features FROM features WHERE is_dead;
-SELECT feature_id, round(frequency, 4) AS frequency, round(mean, 3) AS mean, round(std, 3) AS std
-FROM feature_stats ORDER BY frequency DESC LIMIT 5;
+SELECT count(*) AS dead_features, (SELECT count(*) FROM features) AS features FROM features WHERE is_dead;
+SELECT s.feature_id, round(s.frequency, 4) AS frequency, round(s.mean, 3) AS mean, round(s.std, 3) AS std,
+       f.top_token
+FROM feature_stats s JOIN features f USING (feature_id) ORDER BY s.frequency DESC LIMIT 5;
