@@ -475,14 +475,14 @@ static pcre2_code *compile_re(sl_tokenizer *tok, const char *pat, size_t n, uint
     /* PCRE2_UCP is refused with PCRE2_LITERAL (and means nothing there) */
     uint32_t all = PCRE2_UTF | opts | (opts & PCRE2_LITERAL ? 0 : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, all, &code, &at, NULL);
-    free(conv);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
         unsupported(tok, "pre_tokenizer regex /%.*s/ does not compile with PCRE2: %s (at offset %zu)",
                     n > 200 ? 200 : (int)n, pat, (const char *)msg, (size_t)at);
-        return NULL;
     }
+    free(conv); /* after the message: pat may point into it */
+    if (!re) return NULL;
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
     return re;
 }
@@ -862,6 +862,7 @@ typedef struct piece {
 typedef struct enc_ctx {
     const sl_tokenizer *tok;
     size_t orig_len;
+    size_t first_out; /* out->n when this encode began */
     const char *t; /* the text, with invalid UTF-8 replaced */
     size_t tn;
     /* Each U+FFFD put in: at t[rep_t[k]], for the text's bytes [rep_o[k], +rep_n[k]).
@@ -925,6 +926,13 @@ static int out_push(enc_ctx *c, int32_t id, size_t s, size_t e) {
         if (!en) return oom(c);
         o->end = en;
         o->cap = cap;
+    }
+    /* Offsets never go back. They could after an added token with rstrip took
+     * whitespace that a later added token also matches (HF emits both tokens,
+     * with overlapping ranges): such a token gets the empty range at the end. */
+    if (o->n > c->first_out && s < o->end[o->n - 1]) {
+        s = o->end[o->n - 1];
+        if (e < s) e = s;
     }
     o->ids[o->n] = id;
     o->start[o->n] = (uint32_t)s;
@@ -1431,6 +1439,7 @@ int sl_tokenizer_encode(const sl_tokenizer *tok, const char *text, size_t len, s
     memset(&c, 0, sizeof c);
     c.tok = tok, c.orig_len = len, c.out = out, c.err = err;
     size_t n0 = out->n;
+    c.first_out = n0;
     int rc = repair_utf8(&c, text ? text : "", text ? len : 0);
     int own_t = c.n_rep > 0;
     if (!rc) {
