@@ -927,12 +927,13 @@ static int out_push(enc_ctx *c, int32_t id, size_t s, size_t e) {
         o->end = en;
         o->cap = cap;
     }
-    /* Offsets never go back. They could after an added token with rstrip took
-     * whitespace that a later added token also matches (HF emits both tokens,
-     * with overlapping ranges): such a token gets the empty range at the end. */
-    if (o->n > c->first_out && s < o->end[o->n - 1]) {
-        s = o->end[o->n - 1];
-        if (e < s) e = s;
+    /* Starts and ends never decrease. They could after an added token with rstrip
+     * took whitespace that a later added token also matches (HF emits both, with
+     * overlapping ranges): the later tokens are moved up to where it ended. */
+    if (o->n > c->first_out) {
+        if (s < o->start[o->n - 1]) s = o->start[o->n - 1];
+        if (e < o->end[o->n - 1]) e = o->end[o->n - 1];
+        if (s > e) s = e;
     }
     o->ids[o->n] = id;
     o->start[o->n] = (uint32_t)s;
