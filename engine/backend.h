@@ -22,6 +22,8 @@ typedef struct sl_batch_in {
     const float *x;         /* [n_seq * seq_len, d_in] stored activations, or NULL */
     const int32_t *ids;     /* [n_seq * seq_len] model input (padding as 0), or NULL */
     const uint8_t *include; /* [n_seq * seq_len] 1: the row goes to the SAE */
+    sl_recon_sums *recon;   /* if not NULL, reconstruction sums of the encoded rows are added
+                               here (a backend that does not, leaves recon->rows short) */
 } sl_batch_in;
 
 /* What a backend computes with; owned by the caller, outlives the backend. */

@@ -67,6 +67,7 @@ static int cpu_run(sl_backend *base, const sl_batch_in *in, sl_csr_builder *out,
     for (uint32_t c0 = 0; c0 < n_inc; c0 += b->chunk_rows) {
         uint32_t n = n_inc - c0 < b->chunk_rows ? n_inc - c0 : b->chunk_rows;
         sl_sae_encode(sae, x + (size_t)c0 * d_in, (int)n, b->dense, b->sae_ws);
+        if (in->recon) sl_sae_add_recon(sae, b->sae_ws, b->dense, (int)n, in->recon);
         for (uint32_t j = 0; j < n; j++, next_row++) {
             for (; !in->include[next_row]; next_row++)
                 if (sl_csr_append_empty(out, err)) return -1;

@@ -7,15 +7,17 @@
  * on from batch batches_done, so its results are identical to an uninterrupted
  * run. Written to a temporary file, fsynced and renamed; XXH64-checked on load.
  *
- *   header   sl_checkpoint_header (80 bytes)
+ *   header   sl_checkpoint_header
  *   acc      sl_feature_acc [d_sae]
- *   heap     sl_example [d_sae * top_k] */
+ *   heap     sl_example [d_sae * top_k]
+ *   x_sum    double [d_in]  (reconstruction sums, sae.h) */
 #ifndef SAELITE_CHECKPOINT_H
 #define SAELITE_CHECKPOINT_H
 
 #include <stdint.h>
 
 #include "common.h"
+#include "sae.h"
 #include "stats.h"
 
 #define SL_CHECKPOINT_FILE "checkpoint.slc"
@@ -27,8 +29,11 @@ typedef struct sl_checkpoint {
     uint64_t rows, tokens, nnz, bytes; /* committed so far */
 } sl_checkpoint;
 
-int sl_checkpoint_save(const char *store_dir, const sl_stats *st, const sl_checkpoint *c, sl_err *err);
-/* 0: loaded into st (same d_sae and top_k) and c; 1: no checkpoint; -1: error. */
-int sl_checkpoint_load(const char *store_dir, sl_stats *st, sl_checkpoint *c, sl_err *err);
+int sl_checkpoint_save(const char *store_dir, const sl_stats *st, const sl_recon_sums *recon, uint32_t d_in,
+                       const sl_checkpoint *c, sl_err *err);
+/* 0: loaded into st (same d_sae and top_k), recon (x_sum of d_in) and c;
+ * 1: no checkpoint; -1: error. */
+int sl_checkpoint_load(const char *store_dir, sl_stats *st, sl_recon_sums *recon, uint32_t d_in, sl_checkpoint *c,
+                       sl_err *err);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct batch_buf {
     sl_csr_builder csr;  /* f32 activations of the batch's rows */
     int32_t *tokens;     /* [batch_rows] */
     uint32_t n_counted;  /* rows that went to the SAE */
+    sl_recon_sums recon; /* of this batch's rows (x_sum [d_in]) */
 } batch_buf;
 
 struct sl_extraction {
@@ -43,6 +44,7 @@ struct sl_extraction {
     sl_backend *backend;
     char device[128];
     sl_stats *stats;
+    sl_recon_sums recon; /* whole run, writer thread (x_sum [d_in]) */
     sl_segment_ref *segments;
     uint32_t n_segments;
     int lock_fd;            /* store/LOCK, flock'ed for the whole run */
@@ -97,11 +99,13 @@ void sl_extraction_close(sl_extraction *x) {
     pthread_cond_destroy(&x->cv);
     for (int i = 0; i < 2; i++) {
         sl_csr_free(&x->bufs[i].csr);
+        free(x->bufs[i].recon.x_sum);
         free(x->bufs[i].tokens);
     }
     if (x->backend) x->backend->ops->free(x->backend);
     if (x->lock_fd > 0) close(x->lock_fd); /* releases the flock */
     sl_stats_free(x->stats);
+    free(x->recon.x_sum);
     free(x->segments);
     sl_source_close(&x->src);
     sl_sae_free(x->sae);
@@ -156,9 +160,15 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         goto fail;
     }
     if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
+    x->recon.x_sum = calloc((size_t)s->d_in, sizeof(double));
+    for (int i = 0; i < 2; i++) x->bufs[i].recon.x_sum = calloc((size_t)s->d_in, sizeof(double));
+    if (!x->recon.x_sum || !x->bufs[0].recon.x_sum || !x->bufs[1].recon.x_sum) {
+        sl_errf(err, "out of memory");
+        goto fail;
+    }
     int auto_batch = opts->batch_size == 0; /* the backend may size batches (CUDA: free memory) */
     if (opts->resume) {
-        int got = sl_checkpoint_load(opts->store_dir, x->stats, &x->resumed, err);
+        int got = sl_checkpoint_load(opts->store_dir, x->stats, &x->recon, (uint32_t)s->d_in, &x->resumed, err);
         if (got < 0) goto fail;
         if (got == 0) {
             if (x->resumed.seq_len != s->seq_len) {
@@ -202,6 +212,10 @@ static void *writer_main(void *arg) {
         if (!failed) {
             sl_csr csr = sl_csr_view(&b->csr, (uint32_t)x->shape.d_sae);
             sl_stats_add(x->stats, &csr, b->first_row, b->n_counted);
+            x->recon.rows += b->recon.rows;
+            x->recon.err_sq += b->recon.err_sq;
+            x->recon.x_sq += b->recon.x_sq;
+            for (int i = 0; i < x->shape.d_in; i++) x->recon.x_sum[i] += b->recon.x_sum[i];
             char path[4200];
             sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
             rc = sl_segment_write(path, b->first_row, x->shape.seq_len, &csr, b->tokens, 0, &ss, &e);
@@ -222,7 +236,7 @@ static void *writer_main(void *arg) {
             if (t - x->last_checkpoint >= x->checkpoint_every) {
                 sl_checkpoint c = checkpoint_of(x);
                 pthread_mutex_unlock(&x->mu);
-                rc = sl_checkpoint_save(x->store_dir, x->stats, &c, &e);
+                rc = sl_checkpoint_save(x->store_dir, x->stats, &x->recon, (uint32_t)x->shape.d_in, &c, &e);
                 pthread_mutex_lock(&x->mu);
                 x->last_checkpoint = t;
                 if (rc != 0 && !x->writer_failed) {
@@ -330,7 +344,11 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
         b->n_counted = 0;
         for (uint32_t r = 0; r < rows; r++) b->n_counted += include[r];
         if (sl_csr_reset(&b->csr, rows, err)) goto done;
-        sl_batch_in in = {.n_seq = n_seq, .seq_len = s->seq_len, .x = input, .ids = ids, .include = include};
+        b->recon.rows = 0;
+        b->recon.err_sq = b->recon.x_sq = 0;
+        memset(b->recon.x_sum, 0, (size_t)s->d_in * sizeof(double));
+        sl_batch_in in = {.n_seq = n_seq, .seq_len = s->seq_len, .x = input, .ids = ids, .include = include,
+                          .recon = &b->recon};
         if (x->backend->ops->run(x->backend, &in, &b->csr, err)) goto done;
         x->segments[bi] = (sl_segment_ref){.first_row = b->first_row, .n_rows = rows};
         x->n_segments = (uint32_t)bi + 1;
@@ -355,7 +373,7 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
     if (failed) goto done;
 
     sl_checkpoint done_all = checkpoint_of(x); /* a crash while finalizing resumes here */
-    if (sl_checkpoint_save(x->store_dir, x->stats, &done_all, err)) goto done;
+    if (sl_checkpoint_save(x->store_dir, x->stats, &x->recon, (uint32_t)s->d_in, &done_all, err)) goto done;
     fill_progress(x, &p, t0);
     p.finalizing = 1;
     if (progress && progress(ctx, &p)) {
@@ -380,4 +398,15 @@ done:
     free(ids);
     free(include);
     return rc;
+}
+
+int sl_extraction_quality(const sl_extraction *x, double *explained_variance, double *mse) {
+    const sl_recon_sums *q = &x->recon;
+    if (q->rows == 0 || q->rows != x->stats->n_tokens) return -1; /* a backend that does not measure it */
+    double mean_sq = 0;
+    for (int i = 0; i < x->shape.d_in; i++) mean_sq += q->x_sum[i] * q->x_sum[i];
+    double total = q->x_sq - mean_sq / (double)q->rows; /* sum |x - mean|^2 */
+    *explained_variance = total > 0 ? 1.0 - q->err_sq / total : 0.0;
+    *mse = q->err_sq / ((double)q->rows * x->shape.d_in);
+    return 0;
 }

@@ -65,4 +65,10 @@ sl_extract_shape sl_extraction_shape(const sl_extraction *x);
 int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err);
 void sl_extraction_close(sl_extraction *x);
 
+/* After a successful run: the SAE's reconstruction quality on this dataset, in
+ * its input space (after normalization): explained variance
+ * 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 and the mean squared error per
+ * element. -1 when the backend did not measure it (CUDA). */
+int sl_extraction_quality(const sl_extraction *x, double *explained_variance, double *mse);
+
 #endif

@@ -32,6 +32,7 @@ void sl_sae_free(sl_sae *sae) {
     free(sae->W_mag);
     free(sae->b_mag);
     free(sae->dec_norm);
+    free(sae->W_dec);
     free(sae);
 }
 
@@ -170,13 +171,10 @@ static int load_weights(sl_sae *sae, const sl_st *st, sl_err *err) {
     int64_t vin[1] = {sae->d_in}, vsae[1] = {sae->d_sae};
     if (!(sae->W_enc = sl_st_load_f32(st, "W_enc", 2, enc, err))) return -1;
     if (!(sae->b_dec = sl_st_load_f32(st, "b_dec", 1, vin, err))) return -1;
-    float *W_dec = sl_st_load_f32(st, "W_dec", 2, dec, err);
+    float *W_dec = sae->W_dec = sl_st_load_f32(st, "W_dec", 2, dec, err);
     if (!W_dec) return -1;
     if (sae->arch == SL_ARCH_TOPK && sae->rescale_acts_by_decoder_norm) {
-        if (!(sae->dec_norm = malloc((size_t)sae->d_sae * sizeof(float)))) {
-            free(W_dec);
-            return sl_errf(err, "out of memory");
-        }
+        if (!(sae->dec_norm = malloc((size_t)sae->d_sae * sizeof(float)))) return sl_errf(err, "out of memory");
         for (int f = 0; f < sae->d_sae; f++) {
             double s = 0;
             for (int i = 0; i < sae->d_in; i++) {
@@ -186,7 +184,6 @@ static int load_weights(sl_sae *sae, const sl_st *st, sl_err *err) {
             sae->dec_norm[f] = (float)sqrt(s);
         }
     }
-    free(W_dec);
 
     if (sae->arch == SL_ARCH_GATED) {
         if (!(sae->b_enc = sl_st_load_f32(st, "b_gate", 1, vsae, err))) return -1;
@@ -391,4 +388,30 @@ void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float 
         break;
     }
     }
+}
+
+void sl_sae_add_recon(const sl_sae *sae, const float *ws, const float *acts, int n, sl_recon_sums *q) {
+    const int d_in = sae->d_in, d_sae = sae->d_sae;
+    double *r = calloc((size_t)d_in, sizeof *r); /* the reconstruction of one row, in x' space */
+    if (!r) return; /* q->rows then falls short and the quality is reported as unknown */
+    for (int row = 0; row < n; row++) {
+        const float *a = acts + (size_t)row * (size_t)d_sae, *xp = ws + (size_t)row * (size_t)d_in;
+        memset(r, 0, (size_t)d_in * sizeof *r);
+        for (int f = 0; f < d_sae; f++) {
+            if (!(a[f] > 0.0f)) continue;
+            double c = sae->dec_norm ? (double)a[f] / sae->dec_norm[f] : (double)a[f];
+            const float *w = sae->W_dec + (size_t)f * (size_t)d_in;
+            for (int i = 0; i < d_in; i++) r[i] += c * w[i];
+        }
+        for (int i = 0; i < d_in; i++) {
+            double b = sae->b_dec[i];
+            double xn = (double)xp[i] + (sae->apply_b_dec_to_input ? b : 0.0); /* the normalized input */
+            double e = r[i] + b - xn;
+            q->err_sq += e * e;
+            q->x_sq += xn * xn;
+            q->x_sum[i] += xn;
+        }
+        q->rows++;
+    }
+    free(r);
 }

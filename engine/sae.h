@@ -53,7 +53,17 @@ typedef struct sl_sae {
     float *W_mag;    /* [d_in, d_sae] gated: W_enc * exp(r_mag) */
     float *b_mag;    /* [d_sae] gated */
     float *dec_norm; /* [d_sae] ||W_dec[f]||, topk with rescale only */
+    float *W_dec;    /* [d_sae, d_in] decoder: reconstruction quality */
 } sl_sae;
+
+/* Sums from which the reconstruction quality of a run follows, in the SAE's
+ * input space (after normalization): explained variance =
+ * 1 - err_sq / (x_sq - |x_sum|^2 / rows), mse = err_sq / (rows * d_in). */
+typedef struct sl_recon_sums {
+    uint64_t rows;
+    double err_sq, x_sq;
+    double *x_sum; /* [d_in] */
+} sl_recon_sums;
 
 sl_sae *sl_sae_load(const char *path, sl_err *err);
 void sl_sae_free(sl_sae *sae);
@@ -62,7 +72,13 @@ const char *sl_arch_name(sl_arch arch);
 /* Floats of scratch sl_sae_encode needs for n rows. */
 size_t sl_sae_workspace_floats(const sl_sae *sae, int n);
 
-/* x: [n, d_in] (not modified), acts: [n, d_sae] out, ws: sl_sae_workspace_floats(n). */
+/* x: [n, d_in] (not modified), acts: [n, d_sae] out, ws: sl_sae_workspace_floats(n).
+ * Afterwards ws[0 .. n * d_in) holds x' = normalize(x) - b_dec * apply_b_dec_to_input. */
 void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float *ws);
+
+/* Adds the reconstruction error of rows just encoded (ws and acts as
+ * sl_sae_encode left them) to q: x_hat = sum_f acts[f] W_dec[f] + b_dec (acts
+ * divided by ||W_dec[f]|| first for top-k with rescale_acts_by_decoder_norm). */
+void sl_sae_add_recon(const sl_sae *sae, const float *ws, const float *acts, int n, sl_recon_sums *q);
 
 #endif

@@ -22,6 +22,7 @@
     "  sequences_done INTEGER DEFAULT 0, sequences_total INTEGER,\n"                               \
     "  tokens_done INTEGER DEFAULT 0, tokens_total INTEGER,\n"                                     \
     "  nnz INTEGER DEFAULT 0, store_bytes INTEGER DEFAULT 0,\n"                                    \
+    "  explained_variance REAL, mse REAL,\n"                                                       \
     "  started_at TEXT, finished_at TEXT, error TEXT)"
 
 /* Names and notes people give features; plain INSERT/UPDATE, read by the

@@ -423,6 +423,8 @@ static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, jso
     r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);
     int rc = sl_extraction_run(x, on_progress, &r, &err);
     if (r.draw) sl_progress_end(stderr);
+    double ev = 0, mse = 0;
+    int have_quality = rc == 0 && sl_extraction_quality(x, &ev, &mse) == 0;
     sl_extraction_close(x); /* releases the store's lock before the status says so */
     if (rc != 0 && r.cancelled) {
         char *msg = sqlite3_mprintf("extraction %lld cancelled; what it committed is kept: "
@@ -439,6 +441,17 @@ static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, jso
     } else {
         exec_bound(meta, "UPDATE main.extractions SET status = 'done', finished_at = datetime('now') WHERE id = ?1",
                    "i", id);
+        if (have_quality) {
+            sqlite3_stmt *q = NULL;
+            if (sqlite3_prepare_v2(meta, "UPDATE main.extractions SET explained_variance = ?1, mse = ?2 WHERE id = ?3",
+                                   -1, &q, NULL) == SQLITE_OK) {
+                sqlite3_bind_double(q, 1, ev);
+                sqlite3_bind_double(q, 2, mse);
+                sqlite3_bind_int64(q, 3, id);
+                sqlite3_step(q);
+            }
+            sqlite3_finalize(q);
+        }
         sqlite3_result_int64(ctx, id);
     }
     sqlite3_free(label);

@@ -109,7 +109,7 @@ static void parity_sae_cases(const char *fixtures) {
             for (uint32_t r = 0; r < rows; r++) inc[r] = r % 5 != 2;
             sl_hook none = {0, SL_HOOK_RESID_PRE};
             sl_backend_setup s = setup_of(sae, NULL, none, 0, rows, 1, 0);
-            sl_batch_in in = {rows, 1, x, NULL, inc};
+            sl_batch_in in = {rows, 1, x, NULL, inc, NULL};
             parity_stats st;
             compare_batch(&s, &in, line, 0, &st);
             printf("  %-28s %llu nonzeros, %llu matched, %llu near a threshold, max |diff| %.2g\n", line,
@@ -143,7 +143,7 @@ static void parity_model(const char *dir) {
                 for (int tf32 = 0; tf32 < 2; tf32++) {
                     sl_hook hook = {l, (sl_hook_kind)k};
                     sl_backend_setup s = setup_of(sae, model, hook, (l + k) % 2, (uint32_t)B, (uint32_t)T, tf32);
-                    sl_batch_in in = {(uint32_t)B, (uint32_t)T, NULL, tok, inc};
+                    sl_batch_in in = {(uint32_t)B, (uint32_t)T, NULL, tok, inc, NULL};
                     char label[128];
                     snprintf(label, sizeof label, "%s layer %d hook %d %s", sl_arch_name(sae->arch), l, k,
                              tf32 ? "tf32" : "fp32");
@@ -175,7 +175,7 @@ static void bench(void) {
     uint8_t *inc = malloc(rows);
     memset(inc, 1, rows);
     sl_hook none = {0, SL_HOOK_RESID_PRE};
-    sl_batch_in in = {B, T, x, NULL, inc};
+    sl_batch_in in = {B, T, x, NULL, inc, NULL};
     sl_csr_builder out;
     memset(&out, 0, sizeof out);
     sl_err err = {{0}};

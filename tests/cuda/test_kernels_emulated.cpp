@@ -392,7 +392,7 @@ static void check_batches(const char *model_dir) {
                 setup.seq_len = (uint32_t)T;
                 sl_backend *cpu = sl_backend_cpu_new(&setup, &err);
                 CHECK(cpu != NULL);
-                sl_batch_in in = {(uint32_t)B, (uint32_t)T, hi < 4 ? NULL : acts_in, hi < 4 ? tok : NULL, include};
+                sl_batch_in in = {(uint32_t)B, (uint32_t)T, hi < 4 ? NULL : acts_in, hi < 4 ? tok : NULL, include, NULL};
                 sl_csr_builder a, b;
                 memset(&a, 0, sizeof a);
                 memset(&b, 0, sizeof b);

@@ -73,6 +73,8 @@ def test_txt():
                      ("sequences_done", exp["n_seq"]), ("tokens_total", exp["n_positions"]),
                      ("tokens_done", exp["n_positions"]), ("d_in", 32), ("d_sae", 32)):
         check_equal(row.get(col), val, "txt: extractions.%s" % col)
+    check_equal((row.get("explained_variance"), row.get("mse")), (1.0, 0.0),
+                "txt: the identity SAE reconstructs every row exactly")
     d = compare("txt", eid, exp)
     # The window's characters, cut from the document, hold the max token's text.
     for r in d["top_examples"][:40]:
