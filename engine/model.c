@@ -218,11 +218,13 @@ static int parse_config(sl_model *m, const char *path, sl_err *err) {
     json_t *eps = json_object_get(cfg, "layer_norm_epsilon");
     c->layer_norm_eps = 1e-5f;
     if (eps && !json_is_null(eps)) {
-        if (!json_is_number(eps) || !(json_number_value(eps) > 0.0) || json_number_value(eps) >= 1.0) {
-            sl_errf_path(err, path, "'layer_norm_epsilon' must be a number in (0, 1)");
+        /* checked as the f32 the layer norm uses: 1e-105 is > 0 but rounds to 0 */
+        float e = json_is_number(eps) ? (float)json_number_value(eps) : 0.0f;
+        if (!(e > 0.0f) || e >= 1.0f) {
+            sl_errf_path(err, path, "'layer_norm_epsilon' must be a number in (0, 1) (as a 32-bit float)");
             goto done;
         }
-        c->layer_norm_eps = (float)json_number_value(eps);
+        c->layer_norm_eps = e;
     }
     json_t *act = json_object_get(cfg, "activation_function");
     const char *a = act && !json_is_null(act) ? json_string_value(act) : "gelu_new";

@@ -8,6 +8,7 @@
 #
 # Usage: scripts/fuzz.sh [HARNESS...]     (default: every harness)
 #   FUZZ_SECONDS=0   only replays the seed corpora (a quick regression run)
+#   FUZZ_SEED=N      libFuzzer's seed (default 1, so CI runs are repeatable)
 #   FUZZ_JOBS=N      harnesses run at once (default: the number of CPUs)
 # Installs clang and its sanitizer/libFuzzer runtime with apt-get when missing.
 set -euo pipefail
@@ -84,7 +85,9 @@ run_one() {
   local h=$1 work=$run_dir/$1
   mkdir -p "$work/corpus"
   if [ -d "tests/fuzz/corpus/$h" ]; then cp -r "tests/fuzz/corpus/$h/." "$work/corpus/"; fi
-  local args=(-timeout="$timeout_s" -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/")
+  # A fixed seed (FUZZ_SEED) makes a run repeatable: the same code explores the same inputs.
+  local args=(-seed="${FUZZ_SEED:-1}" -timeout="$timeout_s" -rss_limit_mb=2048 -print_final_stats=1
+              -artifact_prefix="$work/")
   [ -f "tests/fuzz/$h.dict" ] && args+=(-dict="tests/fuzz/$h.dict")
   if [ "$seconds" -gt 0 ]; then
     args+=(-max_total_time="$seconds" "$work/corpus")
