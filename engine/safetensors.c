@@ -224,13 +224,16 @@ sl_st *sl_st_open(const char *path, sl_err *err) {
     }
     memcpy(sorted, st->tensors, (size_t)st->n_tensors * sizeof *sorted);
     qsort(sorted, (size_t)st->n_tensors, sizeof *sorted, cmp_by_offset);
-    for (int i = 1; i < st->n_tensors; i++) {
-        if (sorted[i - 1].data + sorted[i - 1].nbytes > sorted[i].data && sorted[i].nbytes) {
-            sl_errf_path(err, path, "tensors '%s' and '%s' overlap (corrupt header)",
-                         sorted[i - 1].name, sorted[i].name);
+    /* Against the furthest end so far: empty tensors in between must not hide an overlap. */
+    const sl_tensor *reach = NULL;
+    for (int i = 0; i < st->n_tensors; i++) {
+        if (!sorted[i].nbytes) continue;
+        if (reach && reach->data + reach->nbytes > sorted[i].data) {
+            sl_errf_path(err, path, "tensors '%s' and '%s' overlap (corrupt header)", reach->name, sorted[i].name);
             free(sorted);
             goto fail;
         }
+        if (!reach || sorted[i].data + sorted[i].nbytes > reach->data + reach->nbytes) reach = &sorted[i];
     }
     free(sorted);
     json_decref(root);

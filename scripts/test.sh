@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds the extension and runs every
 # test with ctest; then fuzzes the file parsers for a short while (scripts/fuzz.sh:
-# libFuzzer + ASan + UBSan, FUZZ_SECONDS per harness); then builds again with
+# libFuzzer + ASan + UBSan, FUZZ_RUNS inputs per harness); then builds again with
 # AddressSanitizer + UBSan and runs the suite there too.
 # Usage: scripts/test.sh [--no-sanitize]   (--no-sanitize: neither fuzzing nor the ASan suite)
 set -euo pipefail
