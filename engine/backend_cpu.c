@@ -14,6 +14,7 @@ typedef struct cpu_backend {
     float *model_ws;     /* model workspace for max_seqs sequences */
     float *dense;        /* [chunk_rows, d_sae] */
     float *sae_ws;       /* sl_sae_workspace_floats(chunk_rows) */
+    float *recon_row;    /* [d_in] one reconstruction */
 } cpu_backend;
 
 static void cpu_free(sl_backend *base) {
@@ -23,6 +24,7 @@ static void cpu_free(sl_backend *base) {
     free(b->model_ws);
     free(b->dense);
     free(b->sae_ws);
+    free(b->recon_row);
     free(b);
 }
 
@@ -67,11 +69,15 @@ static int cpu_run(sl_backend *base, const sl_batch_in *in, sl_csr_builder *out,
     for (uint32_t c0 = 0; c0 < n_inc; c0 += b->chunk_rows) {
         uint32_t n = n_inc - c0 < b->chunk_rows ? n_inc - c0 : b->chunk_rows;
         sl_sae_encode(sae, x + (size_t)c0 * d_in, (int)n, b->dense, b->sae_ws);
-        if (in->recon) sl_sae_add_recon(sae, b->sae_ws, b->dense, (int)n, in->recon);
         for (uint32_t j = 0; j < n; j++, next_row++) {
             for (; !in->include[next_row]; next_row++)
                 if (sl_csr_append_empty(out, err)) return -1;
             if (sl_csr_append_dense(out, b->dense + (size_t)j * d_sae, 1, d_sae, err)) return -1;
+            if (in->recon) { /* from the row's nonzeros, not a second scan of the dense row */
+                uint64_t lo = out->row_ptr[out->n_rows - 1], hi = out->row_ptr[out->n_rows];
+                sl_sae_add_recon(sae, b->sae_ws + (size_t)j * d_in, out->col + lo, out->val + lo, (size_t)(hi - lo),
+                                 b->recon_row, in->recon);
+            }
         }
     }
     for (; next_row < rows; next_row++)
@@ -94,10 +100,11 @@ sl_backend *sl_backend_cpu_new(const sl_backend_setup *setup, sl_err *err) {
     b->x = malloc(max_rows * (size_t)sae->d_in * sizeof(float));
     b->dense = malloc((size_t)b->chunk_rows * (size_t)sae->d_sae * sizeof(float));
     b->sae_ws = malloc(sl_sae_workspace_floats(sae, (int)b->chunk_rows) * sizeof(float));
+    b->recon_row = malloc((size_t)sae->d_in * sizeof(float));
     if (setup->model)
         b->model_ws = malloc(sl_model_workspace_floats(setup->model, (int)setup->max_seqs, (int)setup->seq_len,
                                                        setup->hook) * sizeof(float));
-    if (!b->x || !b->dense || !b->sae_ws || (setup->model && !b->model_ws)) {
+    if (!b->x || !b->dense || !b->sae_ws || !b->recon_row || (setup->model && !b->model_ws)) {
         cpu_free(&b->base);
         return sl_errf(err, "out of memory for a batch of %zu tokens (lower batch_size)", max_rows), NULL;
     }

@@ -390,28 +390,22 @@ void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float 
     }
 }
 
-void sl_sae_add_recon(const sl_sae *sae, const float *ws, const float *acts, int n, sl_recon_sums *q) {
-    const int d_in = sae->d_in, d_sae = sae->d_sae;
-    double *r = calloc((size_t)d_in, sizeof *r); /* the reconstruction of one row, in x' space */
-    if (!r) return; /* q->rows then falls short and the quality is reported as unknown */
-    for (int row = 0; row < n; row++) {
-        const float *a = acts + (size_t)row * (size_t)d_sae, *xp = ws + (size_t)row * (size_t)d_in;
-        memset(r, 0, (size_t)d_in * sizeof *r);
-        for (int f = 0; f < d_sae; f++) {
-            if (!(a[f] > 0.0f)) continue;
-            double c = sae->dec_norm ? (double)a[f] / sae->dec_norm[f] : (double)a[f];
-            const float *w = sae->W_dec + (size_t)f * (size_t)d_in;
-            for (int i = 0; i < d_in; i++) r[i] += c * w[i];
-        }
-        for (int i = 0; i < d_in; i++) {
-            double b = sae->b_dec[i];
-            double xn = (double)xp[i] + (sae->apply_b_dec_to_input ? b : 0.0); /* the normalized input */
-            double e = r[i] + b - xn;
-            q->err_sq += e * e;
-            q->x_sq += xn * xn;
-            q->x_sum[i] += xn;
-        }
-        q->rows++;
+void sl_sae_add_recon(const sl_sae *sae, const float *xp, const uint32_t *cols, const float *vals, size_t nnz,
+                      float *r, sl_recon_sums *q) {
+    const int d_in = sae->d_in;
+    memset(r, 0, (size_t)d_in * sizeof *r); /* f32 reconstruction in x' space; sums in double */
+    for (size_t k = 0; k < nnz; k++) {
+        uint32_t f = cols[k];
+        float c = sae->dec_norm ? vals[k] / sae->dec_norm[f] : vals[k];
+        cblas_saxpy(d_in, c, sae->W_dec + (size_t)f * (size_t)d_in, 1, r, 1);
     }
-    free(r);
+    for (int i = 0; i < d_in; i++) {
+        double b = sae->b_dec[i];
+        double xn = (double)xp[i] + (sae->apply_b_dec_to_input ? b : 0.0); /* the normalized input */
+        double e = (double)r[i] + b - xn;
+        q->err_sq += e * e;
+        q->x_sq += xn * xn;
+        q->x_sum[i] += xn;
+    }
+    q->rows++;
 }

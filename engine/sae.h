@@ -76,9 +76,11 @@ size_t sl_sae_workspace_floats(const sl_sae *sae, int n);
  * Afterwards ws[0 .. n * d_in) holds x' = normalize(x) - b_dec * apply_b_dec_to_input. */
 void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float *ws);
 
-/* Adds the reconstruction error of rows just encoded (ws and acts as
- * sl_sae_encode left them) to q: x_hat = sum_f acts[f] W_dec[f] + b_dec (acts
- * divided by ||W_dec[f]|| first for top-k with rescale_acts_by_decoder_norm). */
-void sl_sae_add_recon(const sl_sae *sae, const float *ws, const float *acts, int n, sl_recon_sums *q);
+/* Adds the reconstruction error of one encoded row to q: xp is its row of ws as
+ * sl_sae_encode left it, (cols, vals) its nonzero activations, r scratch of
+ * d_in floats. x_hat = sum_f acts[f] W_dec[f] + b_dec (acts divided by
+ * ||W_dec[f]|| first for top-k with rescale_acts_by_decoder_norm). */
+void sl_sae_add_recon(const sl_sae *sae, const float *xp, const uint32_t *cols, const float *vals, size_t nnz,
+                      float *r, sl_recon_sums *q);
 
 #endif
