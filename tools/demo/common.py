@@ -28,10 +28,11 @@ def encode_docs(tokenizer, docs, batch=256):
     return out
 
 
-def pack(doc_ids, bos, context=CONTEXT):
+def pack(doc_ids, bos, context=CONTEXT, keep_partial=False):
     """saelite's packing: documents back to back, a BOS between two documents that share a
-    sequence, every sequence of `context` tokens starts with BOS; the last partial sequence
-    is dropped here. Returns int32 [n_seq, context]."""
+    sequence, every sequence of `context` tokens starts with BOS. The last partial sequence
+    is dropped (int32 array [n_seq, context]) unless keep_partial (then a list of lists,
+    the last one shorter)."""
     seqs, cur = [], [bos]
     for ids in doc_ids:
         if len(cur) > 1:
@@ -47,4 +48,6 @@ def pack(doc_ids, bos, context=CONTEXT):
             if len(cur) == context:
                 seqs.append(cur)
                 cur = [bos]
+    if keep_partial:
+        return seqs + [cur] if len(cur) > 1 else seqs
     return np.asarray(seqs, dtype=np.int32).reshape(-1, context)

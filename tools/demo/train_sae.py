@@ -32,26 +32,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CONTEXT, encode_docs, read_docs  # noqa: E402
-
-
-def pack_all(doc_ids, bos, context=CONTEXT):
-    """saelite's packing including the last, partial sequence (returned as a list of lists)."""
-    seqs, cur = [], [bos]
-    for ids in doc_ids:
-        if len(cur) > 1:
-            cur.append(bos)
-            if len(cur) == context:
-                seqs.append(cur)
-                cur = [bos]
-        for t in ids:
-            cur.append(t)
-            if len(cur) == context:
-                seqs.append(cur)
-                cur = [bos]
-    if len(cur) > 1:
-        seqs.append(cur)
-    return seqs
+from common import CONTEXT, encode_docs, pack, read_docs  # noqa: E402
 
 
 @torch.no_grad()
@@ -197,7 +178,7 @@ def main():
            "curve": curve, "heldout": held_stats}
     if a.demo:
         docs = list(read_docs(a.demo))
-        seqs = pack_all(encode_docs(tok, docs), bos)
+        seqs = pack(encode_docs(tok, docs), bos, keep_partial=True)
         full = np.asarray([s for s in seqs if len(s) == CONTEXT], dtype=np.int32)
         rest = [s for s in seqs if len(s) != CONTEXT]
         x = torch.cat([activations(model, a.layer, full, bos)] +
