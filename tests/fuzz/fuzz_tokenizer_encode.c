@@ -22,6 +22,7 @@
 
 #include "fuzz_common.h"
 #include "tokenizer.h"
+#include "../unit/tokenizer_variant.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -100,41 +101,14 @@ static json_t *load_json(const char *name) {
     return j;
 }
 
-/* The variants of variants.json, built the way tests/unit/test_tokenizer.c builds them. */
+/* The variants of variants.json (tests/unit/tokenizer_variant.h). */
 static void add_variants(void) {
     json_t *vs = load_json("variants.json"), *v;
     size_t vi;
     json_array_foreach(json_object_get(vs, "variants"), vi, v) {
         const char *name = json_string_value(json_object_get(v, "name"));
         json_t *root = load_json("bytelevel.json");
-        json_t *model = json_object_get(root, "model");
-        json_t *pre = json_object_get(v, "pre_tokenizer");
-        if (pre) json_object_set(root, "pre_tokenizer", pre);
-        const char *drop = json_string_value(json_object_get(v, "drop_chars"));
-        if (drop) {
-            json_t *vocab = json_object_get(model, "vocab"), *merges = json_array(), *m;
-            const char *key;
-            void *tmp;
-            json_t *val;
-            for (const char *c = drop; *c;) {
-                char ch[5] = {0};
-                unsigned char c0 = (unsigned char)*c;
-                size_t l = c0 < 0x80 ? 1 : c0 < 0xE0 ? 2 : c0 < 0xF0 ? 3 : 4;
-                memcpy(ch, c, l);
-                c += l;
-                json_object_foreach_safe(vocab, tmp, key, val) {
-                    if (strstr(key, ch)) json_object_del(vocab, key);
-                }
-                size_t i;
-                json_array_clear(merges);
-                json_array_foreach(json_object_get(model, "merges"), i, m) {
-                    if (!strstr(json_string_value(m), ch)) json_array_append(merges, m);
-                }
-                json_object_set_new(model, "merges", json_deep_copy(merges));
-            }
-            json_decref(merges);
-        }
-        if (json_object_get(v, "model")) json_object_update(model, json_object_get(v, "model"));
+        const char *drop = apply_tokenizer_variant(root, v);
         add_tokenizer(root, name ? name : "variant", drop == NULL);
         json_decref(root);
     }

@@ -14,6 +14,7 @@
 
 #include "check.h"
 #include "tokenizer.h"
+#include "tokenizer_variant.h"
 
 static char data_dir[4096];
 
@@ -267,34 +268,7 @@ static void check_variants(void) {
     json_array_foreach(json_object_get(vs, "variants"), vi, v) {
         const char *name = json_string_value(json_object_get(v, "name"));
         json_t *root = json_load_file(data_path("bytelevel.json"), 0, &jerr);
-        json_t *model = json_object_get(root, "model");
-        json_t *pre = json_object_get(v, "pre_tokenizer");
-        if (pre) json_object_set(root, "pre_tokenizer", pre);
-        const char *drop = json_string_value(json_object_get(v, "drop_chars"));
-        if (drop) { /* remove vocab entries and merges holding one of these characters */
-            json_t *vocab = json_object_get(model, "vocab"), *merges = json_array(), *m;
-            const char *key;
-            void *tmp;
-            json_t *val;
-            for (const char *c = drop; *c;) {
-                char ch[5] = {0};
-                unsigned char c0 = (unsigned char)*c;
-                size_t l = c0 < 0x80 ? 1 : c0 < 0xE0 ? 2 : c0 < 0xF0 ? 3 : 4;
-                memcpy(ch, c, l);
-                c += l;
-                json_object_foreach_safe(vocab, tmp, key, val) {
-                    if (strstr(key, ch)) json_object_del(vocab, key);
-                }
-                size_t i;
-                json_array_clear(merges);
-                json_array_foreach(json_object_get(model, "merges"), i, m) {
-                    if (!strstr(json_string_value(m), ch)) json_array_append(merges, m);
-                }
-                json_object_set_new(model, "merges", json_deep_copy(merges));
-            }
-            json_decref(merges);
-        }
-        if (json_object_get(v, "model")) json_object_update(model, json_object_get(v, "model"));
+        apply_tokenizer_variant(root, v);
         sl_err err = {{0}};
         sl_tokenizer *tok = load_json(root, &err);
         json_decref(root);
