@@ -58,6 +58,10 @@ static const opt_spec opt_specs[] = {
     {"progress", OPT_CHOICE, 0, 0, "auto on off"},
     {"device", OPT_CHOICE, 0, 0, "auto cpu cuda"},
     {"precision", OPT_CHOICE, 0, 0, "fp32 tf32"},
+    /* sampled examples of top_examples, read at query time (docs/SQL.md) */
+    {"intervals", OPT_INT, 1, 1000, NULL},
+    {"interval_examples", OPT_INT, 0, 1000, NULL},
+    {"random_examples", OPT_INT, 0, 10000, NULL},
 };
 #define N_OPTS (int)(sizeof opt_specs / sizeof opt_specs[0])
 
@@ -473,6 +477,9 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     meta = open_meta(db);
     json_object_set_new(opts, "top_k", json_integer(opt_int(opts, "top_k", 20)));
     json_object_set_new(opts, "context", json_integer(opt_int(opts, "context", 10)));
+    json_object_set_new(opts, "intervals", json_integer(opt_int(opts, "intervals", 10)));
+    json_object_set_new(opts, "interval_examples", json_integer(opt_int(opts, "interval_examples", 5)));
+    json_object_set_new(opts, "random_examples", json_integer(opt_int(opts, "random_examples", 10)));
     char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = exec_bound(meta,
                         "INSERT INTO main.extractions(name, sae, model, source, tokenizer, options, status, "
