@@ -11,6 +11,12 @@
 #include "tokenizer.h"
 #include "text.h"
 
+/* Thresholds of features.is_dead (frequency <= dead_threshold) and is_dense
+ * (frequency > dense_threshold), per extraction, changed with plain UPDATE.
+ * Added to older databases by ALTER TABLE when the extension loads. */
+#define SL_DEAD_THRESHOLD_COLUMN "dead_threshold REAL NOT NULL DEFAULT 0 CHECK (dead_threshold BETWEEN 0 AND 1)"
+#define SL_DENSE_THRESHOLD_COLUMN "dense_threshold REAL NOT NULL DEFAULT 0.1 CHECK (dense_threshold BETWEEN 0 AND 1)"
+
 #define SL_EXTRACTIONS_DDL                                                                         \
     "CREATE TABLE IF NOT EXISTS main.extractions(\n"                                               \
     "  id INTEGER PRIMARY KEY,\n"                                                                  \
@@ -23,7 +29,9 @@
     "  tokens_done INTEGER DEFAULT 0, tokens_total INTEGER,\n"                                     \
     "  nnz INTEGER DEFAULT 0, store_bytes INTEGER DEFAULT 0,\n"                                    \
     "  explained_variance REAL, mse REAL,\n"                                                       \
-    "  started_at TEXT, finished_at TEXT, error TEXT)"
+    "  started_at TEXT, finished_at TEXT, error TEXT,\n"                                            \
+    "  " SL_DEAD_THRESHOLD_COLUMN ",\n"                                                              \
+    "  " SL_DENSE_THRESHOLD_COLUMN ")"
 
 /* Names and notes people give features; plain INSERT/UPDATE, read by the
  * `features` table's `label` column. Created with the extractions table. */
