@@ -42,7 +42,8 @@ int sl_checkpoint_save(const char *store_dir, const sl_stats *st, const sl_recon
     size_t acc_bytes = (size_t)st->d_sae * sizeof *st->acc;
     size_t heap_bytes = (size_t)st->d_sae * st->top_k * sizeof *st->heap;
     size_t sum_bytes = (size_t)d_in * sizeof *recon->x_sum;
-    sl_checkpoint_header h = {.version = 2, .d_sae = st->d_sae, .top_k = st->top_k, .d_in = d_in, .c = *c,
+    size_t pending_bytes = st->pending ? (size_t)st->d_sae * sizeof *st->pending : 0;
+    sl_checkpoint_header h = {.version = st->pending ? 3 : 2, .d_sae = st->d_sae, .top_k = st->top_k, .d_in = d_in, .c = *c,
                               .n_tokens = st->n_tokens, .nnz = st->nnz, .recon_rows = recon->rows,
                               .recon_err_sq = recon->err_sq, .recon_x_sq = recon->x_sq};
     memcpy(h.magic, "SAELCKP1", 8);
@@ -52,12 +53,14 @@ int sl_checkpoint_save(const char *store_dir, const sl_stats *st, const sl_recon
     XXH64_update(hs, st->acc, acc_bytes);
     XXH64_update(hs, st->heap, heap_bytes);
     XXH64_update(hs, recon->x_sum, sum_bytes);
+    if (pending_bytes) XXH64_update(hs, st->pending, pending_bytes);
     h.checksum = XXH64_digest(hs);
     XXH64_freeState(hs);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return sl_errf_path(err, tmp, "cannot create checkpoint: %s", strerror(errno));
     if (write_all(fd, &h, sizeof h) || write_all(fd, st->acc, acc_bytes) || write_all(fd, st->heap, heap_bytes) ||
-        write_all(fd, recon->x_sum, sum_bytes) || fsync(fd) != 0) {
+        write_all(fd, recon->x_sum, sum_bytes) || (pending_bytes && write_all(fd, st->pending, pending_bytes)) ||
+        fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -83,14 +86,22 @@ int sl_checkpoint_load(const char *store_dir, sl_stats *st, sl_recon_sums *recon
     size_t acc_bytes = (size_t)st->d_sae * sizeof *st->acc;
     size_t heap_bytes = (size_t)st->d_sae * st->top_k * sizeof *st->heap;
     size_t sum_bytes = (size_t)d_in * sizeof *recon->x_sum;
-    int ok = fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, "SAELCKP1", 8) == 0 && h.version == 2;
+    size_t pending_bytes = st->pending ? (size_t)st->d_sae * sizeof *st->pending : 0;
+    int ok = fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, "SAELCKP1", 8) == 0 &&
+             (h.version == 2 || h.version == 3);
+    if (ok && (h.version == 3) != (st->pending != NULL)) { /* version 3 holds one-per-sequence state */
+        fclose(f);
+        return sl_errf_path(err, path, "checkpoint is %s one example per sequence; the run is %s", h.version == 3 ? "with" : "without",
+                            st->pending ? "with" : "without");
+    }
     if (ok && (h.d_sae != st->d_sae || h.top_k != st->top_k || h.d_in != d_in)) {
         fclose(f);
         return sl_errf_path(err, path, "checkpoint is for d_sae %u, top_k %u, d_in %u; the run has %u, %u, %u",
                             h.d_sae, h.top_k, h.d_in, st->d_sae, st->top_k, d_in);
     }
     ok = ok && fread(st->acc, 1, acc_bytes, f) == acc_bytes && fread(st->heap, 1, heap_bytes, f) == heap_bytes &&
-         fread(recon->x_sum, 1, sum_bytes, f) == sum_bytes && fgetc(f) == EOF;
+         fread(recon->x_sum, 1, sum_bytes, f) == sum_bytes &&
+         (!pending_bytes || fread(st->pending, 1, pending_bytes, f) == pending_bytes) && fgetc(f) == EOF;
     fclose(f);
     if (ok) {
         XXH64_state_t *hs = XXH64_createState();
@@ -99,6 +110,7 @@ int sl_checkpoint_load(const char *store_dir, sl_stats *st, sl_recon_sums *recon
         XXH64_update(hs, st->acc, acc_bytes);
         XXH64_update(hs, st->heap, heap_bytes);
         XXH64_update(hs, recon->x_sum, sum_bytes);
+        if (pending_bytes) XXH64_update(hs, st->pending, pending_bytes);
         ok = XXH64_digest(hs) == h.checksum;
         XXH64_freeState(hs);
     }

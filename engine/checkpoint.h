@@ -10,7 +10,8 @@
  *   header   sl_checkpoint_header
  *   acc      sl_feature_acc [d_sae]
  *   heap     sl_example [d_sae * top_k]
- *   x_sum    double [d_in]  (reconstruction sums, sae.h) */
+ *   x_sum    double [d_in]  (reconstruction sums, sae.h)
+ *   pending  sl_example [d_sae]  (version 3 only: one example per sequence) */
 #ifndef SAELITE_CHECKPOINT_H
 #define SAELITE_CHECKPOINT_H
 

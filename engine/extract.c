@@ -160,6 +160,7 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
         goto fail;
     }
     if (!(x->stats = sl_stats_new((uint32_t)s->d_sae, opts->top_k, err))) goto fail;
+    if (opts->one_per_sequence && sl_stats_one_per_sequence(x->stats, s->seq_len, err)) goto fail;
     x->recon.x_sum = calloc((size_t)s->d_in, sizeof(double));
     for (int i = 0; i < 2; i++) x->bufs[i].recon.x_sum = calloc((size_t)s->d_in, sizeof(double));
     if (!x->recon.x_sum || !x->bufs[0].recon.x_sum || !x->bufs[1].recon.x_sum) {

@@ -23,6 +23,7 @@ typedef struct sl_extract_opts {
     const char *store_dir;
     uint32_t top_k;
     uint32_t context;
+    int one_per_sequence;   /* keep at most one top example per sequence per feature */
     uint32_t batch_size;    /* sequences per batch; 0 = about 4096 tokens */
     uint64_t max_sequences; /* 0 = all */
     const char *device;     /* "auto" (NULL), "cpu", "cuda" */

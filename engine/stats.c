@@ -21,6 +21,7 @@ void sl_stats_free(sl_stats *st) {
     if (!st) return;
     free(st->acc);
     free(st->heap);
+    free(st->pending);
     free(st);
 }
 
@@ -53,8 +54,40 @@ static void sift_up(sl_example *h, uint32_t i) {
     }
 }
 
-void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row, uint32_t n_counted) {
+int sl_stats_one_per_sequence(sl_stats *st, uint32_t seq_len, sl_err *err) {
+    if (seq_len == 0) return sl_errf(err, "one example per sequence needs a sequence length");
+    if (!st->pending && !(st->pending = calloc(st->d_sae, sizeof *st->pending)))
+        return sl_errf(err, "out of memory for %u pending examples", st->d_sae);
+    st->seq_len = seq_len;
+    return 0;
+}
+
+static void heap_offer(sl_stats *st, uint32_t f, sl_example e) {
     const uint32_t k = st->top_k;
+    sl_feature_acc *a = &st->acc[f];
+    sl_example *h = st->heap + (size_t)f * k;
+    if (a->n_examples < k) {
+        h[a->n_examples] = e;
+        sift_up(h, a->n_examples++);
+    } else if (worse(&h[0], &e)) {
+        h[0] = e;
+        sift_down(h, k, 0);
+    }
+}
+
+/* One example per sequence: e replaces the pending example of its sequence if
+ * better; the first row of a later sequence pushes the pending one to the heap. */
+static void offer_one_per_sequence(sl_stats *st, uint32_t f, sl_example e) {
+    sl_example *p = &st->pending[f];
+    if (p->act > 0.0f && p->row / st->seq_len == e.row / st->seq_len) {
+        if (worse(p, &e)) *p = e;
+        return;
+    }
+    if (p->act > 0.0f) heap_offer(st, f, *p);
+    *p = e;
+}
+
+void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row, uint32_t n_counted) {
     for (uint32_t r = 0; r < csr->n_rows; r++) {
         uint64_t row = first_row + r;
         for (uint64_t i = csr->row_ptr[r]; i < csr->row_ptr[r + 1]; i++) {
@@ -73,14 +106,8 @@ void sl_stats_add(sl_stats *st, const sl_csr *csr, uint64_t first_row, uint32_t 
             if (v > a->max) a->max = v;
             a->n_active++;
             sl_example e = {.act = v, .row = row};
-            sl_example *h = st->heap + (size_t)f * k;
-            if (a->n_examples < k) {
-                h[a->n_examples] = e;
-                sift_up(h, a->n_examples++);
-            } else if (worse(&h[0], &e)) {
-                h[0] = e;
-                sift_down(h, k, 0);
-            }
+            if (st->pending) offer_one_per_sequence(st, f, e);
+            else heap_offer(st, f, e);
         }
     }
     st->n_tokens += n_counted;
@@ -93,6 +120,12 @@ static int best_first(const void *pa, const void *pb) {
 }
 
 void sl_stats_sort_examples(sl_stats *st) {
+    if (st->pending)
+        for (uint32_t f = 0; f < st->d_sae; f++)
+            if (st->pending[f].act > 0.0f) {
+                heap_offer(st, f, st->pending[f]);
+                st->pending[f].act = 0.0f;
+            }
     for (uint32_t f = 0; f < st->d_sae; f++)
         qsort(st->heap + (size_t)f * st->top_k, st->acc[f].n_examples, sizeof(sl_example), best_first);
 }

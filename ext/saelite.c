@@ -13,6 +13,7 @@
 #include <sqlite3ext.h>
 
 #include "catalog.h"
+#include "explore.h"
 #include "extract_fn.h"
 #include "vtabs.h"
 
@@ -47,6 +48,7 @@ int sqlite3_saelite_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines 
     SQLITE_EXTENSION_INIT2(api);
     int rc = sl_register_extract(db);
     if (rc == SQLITE_OK) rc = sl_register_vtabs(db);
+    if (rc == SQLITE_OK) rc = sl_register_highlight(db);
     if (rc != SQLITE_OK) {
         *errmsg = sqlite3_mprintf("saelite: registration failed: %s", sqlite3_errstr(rc));
         return rc;
