@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "csr.h"
+#include "findex.h"
 #include "fsutil.h"
 #include "results.h"
 #include "sae.h"
@@ -76,6 +77,13 @@ static sl_checkpoint checkpoint_of(const sl_extraction *x) {
     return (sl_checkpoint){.batches_done = x->batches_committed, .batch_size = x->shape.batch_size,
                            .seq_len = x->shape.seq_len, .rows = x->rows_committed, .tokens = x->tokens_committed,
                            .nnz = x->nnz_committed, .bytes = x->bytes_committed};
+}
+
+/* Postings per index pass: SAELITE_INDEX_BUDGET_BYTES overrides the default
+ * (tests use a small one to make the build take many passes). */
+static size_t index_budget(void) {
+    const char *env = getenv("SAELITE_INDEX_BUDGET_BYTES");
+    return env && *env ? (size_t)strtoull(env, NULL, 10) : 0;
 }
 
 static double now_seconds(void) {
@@ -269,6 +277,41 @@ static void fill_progress(sl_extraction *x, sl_extract_progress *p, double t0) {
     if (x->backend->ops->status) x->backend->ops->status(x->backend, p->device_status, sizeof p->device_status);
 }
 
+/* The index build reports to the run's progress callback (a few times a
+ * second, finalizing set), which can also stop it. */
+typedef struct index_progress {
+    sl_extraction *x;
+    sl_progress_fn fn;
+    void *ctx;
+    sl_extract_progress *p;
+    double t0, last;
+} index_progress;
+
+static int on_index_progress(void *arg, uint64_t done, uint64_t total) {
+    index_progress *ip = arg;
+    double t = now_seconds();
+    if (!ip->fn || (t - ip->last < 0.25 && done < total)) return 0;
+    ip->last = t;
+    fill_progress(ip->x, ip->p, ip->t0);
+    ip->p->finalizing = 1;
+    return ip->fn(ip->ctx, ip->p);
+}
+
+/* index.sli from the segments, after results.slr: a crash in between resumes
+ * into finalize again, which rewrites both. */
+static int build_index(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_extract_progress *p, double t0,
+                       sl_err *err) {
+    const uint32_t d_sae = x->stats->d_sae;
+    uint64_t *n_active = malloc((size_t)d_sae * sizeof *n_active); /* [d_sae] */
+    if (!n_active) return sl_errf(err, "out of memory");
+    for (uint32_t f = 0; f < d_sae; f++) n_active[f] = x->stats->acc[f].n_active;
+    index_progress ip = {.x = x, .fn = progress, .ctx = ctx, .p = p, .t0 = t0, .last = now_seconds()};
+    int rc = sl_findex_build(x->store_dir, d_sae, n_active, x->segments, x->n_segments, index_budget(),
+                             on_index_progress, &ip, err);
+    free(n_active);
+    return rc;
+}
+
 int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_err *err) {
     const sl_extract_shape *s = &x->shape;
     const uint32_t batch_rows = s->batch_size * s->seq_len;
@@ -385,6 +428,7 @@ int sl_extraction_run(sl_extraction *x, sl_progress_fn progress, void *ctx, sl_e
     if (sl_results_write(x->store_dir, x->stats, x->opts.context, s->seq_len, x->segments, x->n_segments, &x->src,
                          err))
         goto done;
+    if (build_index(x, progress, ctx, &p, t0, err)) goto done;
     fill_progress(x, &p, t0);
     p.finalizing = 0;
     if (progress) progress(ctx, &p);

@@ -14,6 +14,8 @@
 
 typedef struct sl_rowstore sl_rowstore;
 
+/* Lists the segments (seg-000000.sls up to the highest number, none missing)
+ * and opens the first and the last; the rest open when a row needs them. */
 sl_rowstore *sl_rowstore_open(const char *store_dir, sl_err *err);
 void sl_rowstore_close(sl_rowstore *rs);
 
@@ -30,5 +32,9 @@ typedef struct sl_row {
 } sl_row;
 
 int sl_rowstore_row(sl_rowstore *rs, uint64_t row, sl_row *out, sl_err *err);
+
+/* Only the row's token: decodes the segment's token section (kept while the
+ * segment stays open), not its blocks. */
+int sl_rowstore_token(sl_rowstore *rs, uint64_t row, int32_t *token, sl_err *err);
 
 #endif
