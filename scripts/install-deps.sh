@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
 # Installs what saelite needs on a fresh Debian/Ubuntu machine: compiler and
 # CMake, SQLite (library and the sqlite3 shell), LZ4, OpenBLAS, jansson (JSON),
-# xxHash, PCRE2 and Python 3 for the test fixtures. Skips apt when all are present.
+# xxHash, PCRE2 and Python 3 for the test fixtures; for the GUI (scripts/gui.sh) and
+# its test, Debian's chromium and Datasette from PyPI in a virtual environment
+# .venv-gui (Debian's pip is externally managed). Skips what is already there.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(build-essential cmake pkg-config sqlite3 libsqlite3-dev liblz4-dev libopenblas-dev
-          libjansson-dev libxxhash-dev libpcre2-dev python3)
+          libjansson-dev libxxhash-dev libpcre2-dev python3 python3-venv chromium)
+datasette_version=0.65.2
+venv="$root/.venv-gui"
+
+# Datasette in .venv-gui, made with Debian's python3: its sqlite3 module can load
+# extensions (some other builds of Python cannot).
+install_datasette() {
+  if "$venv/bin/datasette" --version 2>/dev/null | grep -qx "datasette, version $datasette_version"; then
+    return
+  fi
+  echo "install-deps: Datasette $datasette_version into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "datasette==$datasette_version"
+  "$venv/bin/python" -c "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)"
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -13,6 +31,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  install_datasette
   exit 0
 fi
 
@@ -21,4 +40,5 @@ SUDO=""
 echo "install-deps: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_datasette
 echo "install-deps: done"

@@ -1,0 +1,536 @@
+#!/usr/bin/env python3
+"""test_gui.py: the Datasette pages of a saelite database, loaded in headless Chromium.
+
+Makes the planted extraction (tests/fixtures/make_fixtures.py: feature j fires exactly
+on token j with a known strength, feature 15 is dead; expected.json holds every row,
+computed in Python from the raw inputs), labels feature 2, serves the database with
+scripts/gui.sh (Datasette from .venv-gui, the extension loaded, read-only connections)
+on a free localhost port, loads each page with `chromium --headless --dump-dom` and
+checks what the page shows against expected.json: the feature list and its filters,
+a feature page's statistics and its highlighted top examples (which tokens are marked,
+with which activation, HTML-escaped text), clear messages for bad parameters, markup
+that is not the pages' own shown as text, and the same answers from concurrent
+requests (Datasette's thread pool, one catalog per connection).
+
+    python3 test_gui.py --sqlite3 SHELL --ext BUILD/saelite --fixtures BUILD/fixtures --tmp DIR
+    python3 test_gui.py --screenshots docs/screenshots --db build/demo.db --ext build/saelite
+
+The second form serves an existing database (the demo) and writes a PNG of each page.
+Chromium and Datasette missing is a failure that says how to install them.
+"""
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sql"))
+import harness as h  # noqa: E402
+from harness import check, check_equal  # noqa: E402
+
+GUI_SH = os.path.join(ROOT, "scripts", "gui.sh")
+INSTALL = "run scripts/install-deps.sh (it installs Debian's chromium and Datasette into .venv-gui)"
+ARGS = None
+SERVER = {}  # url, proc, log, db_name
+
+
+# -------------------------------------------------------------------------------------
+# Setup: arguments, tools, the planted database, the server
+# -------------------------------------------------------------------------------------
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--sqlite3", default="sqlite3")
+    ap.add_argument("--ext", required=True, help="the extension, without .so")
+    ap.add_argument("--fixtures", help="the fixture directory (test mode)")
+    ap.add_argument("--tmp", help="scratch directory, recreated (test mode)")
+    ap.add_argument("--datasette", default=os.path.join(ROOT, ".venv-gui", "bin", "datasette"))
+    ap.add_argument("--chromium", default="chromium")
+    ap.add_argument("--preload", default="",
+                    help="LD_PRELOAD for sqlite3 and Datasette (the ASan runtime of a sanitized build)")
+    ap.add_argument("--screenshots", help="write PNGs of the pages of --db into this directory")
+    ap.add_argument("--db", help="database to serve with --screenshots")
+    ap.add_argument("--features", default="",
+                    help="with --screenshots: comma-separated feature ids for feature pages")
+    a = ap.parse_args()
+    if a.screenshots and not a.db:
+        ap.error("--screenshots needs --db")
+    if not a.screenshots and not (a.fixtures and a.tmp):
+        ap.error("--fixtures and --tmp are needed (or --screenshots with --db)")
+    return a
+
+
+def find_tools():
+    """Chromium, Datasette and the extension, or a failure that says how to get them."""
+    if not any(os.path.isfile(ARGS.ext + sfx) for sfx in ("", ".so")):
+        h.fail_setup("the saelite extension was not found at %s(.so): build it first "
+                     "(cmake --build build)" % ARGS.ext)
+    chromium = shutil.which(ARGS.chromium)
+    if not chromium:
+        h.fail_setup("chromium not found (%s): %s" % (ARGS.chromium, INSTALL))
+    if not os.access(ARGS.datasette, os.X_OK):
+        h.fail_setup("Datasette not found at %s: %s" % (ARGS.datasette, INSTALL))
+    ARGS.chromium = chromium
+
+
+def child_env(preload):
+    """Environment for a child process; the sanitizer runtime only where asked."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
+    if preload and ARGS.preload:
+        env["LD_PRELOAD"] = ARGS.preload
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
+    return env
+
+
+def make_planted_db(tmp):
+    """The planted extraction (top_k 5, context 3) with a label on feature 2."""
+    if ARGS.preload:  # harness runs the shell with this process's environment
+        os.environ.update(child_env(True))
+    h.CFG = argparse.Namespace(sqlite3=shutil.which(ARGS.sqlite3) or ARGS.sqlite3,
+                               ext=os.path.realpath(ARGS.ext), fixtures=os.path.realpath(ARGS.fixtures),
+                               tmp=tmp, db=os.path.join(tmp, "planted.db"))
+    if not os.path.isfile(h.planted("expected.json")):
+        h.fail_setup("fixtures missing in %s: run the ctest 'fixtures' test first" % ARGS.fixtures)
+    try:
+        eid = h.extract(h.CFG.db, **h.planted_opts(os.path.join(tmp, "store")))
+        h.query(h.CFG.db, "INSERT INTO feature_labels(extraction_id, feature_id, label) "
+                          "VALUES (%d, 2, 'open paren');" % eid)
+    except h.SqlError as e:
+        h.fail_setup("cannot make the planted extraction: %s" % e.message)
+    for k in ("LD_PRELOAD", "ASAN_OPTIONS"):
+        os.environ.pop(k, None)
+    return h.CFG.db, eid
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db, logdir):
+    """scripts/gui.sh on a free port; waits until Datasette answers."""
+    port = free_port()
+    log_path = os.path.join(logdir, "datasette.log")
+    log = open(log_path, "wb")
+    env = child_env(True)
+    env["DATASETTE"] = ARGS.datasette
+    proc = subprocess.Popen([GUI_SH, db, "--port", str(port), "--ext", os.path.realpath(ARGS.ext)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = "http://127.0.0.1:%d" % port
+    SERVER.update(url=url, proc=proc, log=log_path,
+                  db_name=os.path.splitext(os.path.basename(db))[0])
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            h.fail_setup("Datasette exited with %d:\n%s" % (proc.returncode, read_log()))
+        try:
+            urllib.request.urlopen(url + "/-/versions.json", timeout=2).read()
+            return url
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    stop_server()
+    h.fail_setup("Datasette did not answer on %s within 60 s:\n%s" % (url, read_log()))
+
+
+def read_log():
+    with open(SERVER["log"], encoding="utf-8", errors="replace") as f:
+        return f.read()[-4000:]
+
+
+def stop_server():
+    proc = SERVER.get("proc")
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def page_url(path, **params):
+    q = urllib.parse.urlencode(params)
+    return "%s/%s/%s%s" % (SERVER["url"], SERVER["db_name"], path, "?" + q if q else "")
+
+
+# -------------------------------------------------------------------------------------
+# Chromium
+# -------------------------------------------------------------------------------------
+def chromium(*args):
+    """Runs headless Chromium with a profile of its own; returns stdout."""
+    profile = os.path.join(ARGS.work, "chromium-profile")
+    cmd = [ARGS.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--no-first-run", "--user-data-dir=" + profile] + list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+                       env=child_env(False))
+    if p.returncode != 0:
+        raise RuntimeError("chromium exited with %d: %s" % (p.returncode, p.stderr.decode()[-2000:]))
+    return p.stdout.decode("utf-8")
+
+
+def dump_dom(url):
+    return chromium("--dump-dom", url)
+
+
+def screenshot(url, png, width=1280, height=900):
+    chromium("--screenshot=" + png, "--window-size=%d,%d" % (width, height), url)
+    return os.path.getsize(png)
+
+
+class Page(HTMLParser):
+    """What a Datasette page shows: its results table (header names; per row, per cell
+    the text and the marked pieces: <span style=...> and <mark> with their title), its
+    error messages, its links and every element name."""
+
+    def __init__(self, dom):
+        super().__init__(convert_charrefs=True)
+        self.columns, self.rows, self.errors, self.links, self.tags = [], [], [], [], set()
+        self._in_table = self._in_th = self._in_error = False
+        self._cell = None
+        self._marks = []  # open marked spans: [attrs, text]
+        self._stack = []  # per open span/mark: whether it is a mark
+        self.feed(dom)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.add(tag)
+        if tag == "table" and "rows-and-columns" in (a.get("class") or ""):
+            self._in_table = True
+        elif self._in_table and tag == "tr":
+            self._row = []
+        elif self._in_table and tag == "th":
+            self._in_th, self._th = True, ""
+        elif self._in_table and tag == "td":
+            self._cell = {"text": "", "marks": [], "links": [], "tags": set()}
+        elif tag == "p" and "message-error" in (a.get("class") or ""):
+            self._in_error, self._err = True, ""
+        elif tag == "a" and self._cell is not None:
+            self._cell["links"].append(a.get("href"))
+        if tag == "a":
+            self.links.append(a.get("href"))
+        if self._cell is not None and tag != "td":
+            self._cell["tags"].add(tag)
+        if self._cell is not None and tag in ("span", "mark"):
+            marked = tag == "mark" or "background" in (a.get("style") or "")
+            self._stack.append(marked)
+            if marked:
+                self._marks.append([a, ""])
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._in_table:
+            self._in_table = False
+        elif self._in_table and tag == "th" and self._in_th:
+            self._in_th = False
+            self.columns.append(self._th.strip())
+        elif self._in_table and tag == "td" and self._cell is not None:
+            self._cell["text"] = self._cell["text"].strip("\n")
+            self._row.append(self._cell)
+            self._cell = None
+        elif self._in_table and tag == "tr" and getattr(self, "_row", None):
+            self.rows.append(dict(zip(self.columns, self._row)))
+            self._row = None
+        elif tag == "p" and self._in_error:
+            self._in_error = False
+            self.errors.append(self._err.strip())
+        if self._cell is not None and tag in ("span", "mark") and self._stack:
+            if self._stack.pop():
+                attrs, text = self._marks.pop()
+                self._cell["marks"].append({"text": text, "title": attrs.get("title"),
+                                            "style": attrs.get("style") or "", "tag": tag})
+
+    def handle_data(self, data):
+        if self._in_th:
+            self._th += data
+        if self._cell is not None:
+            self._cell["text"] += data
+            for m in self._marks:
+                m[1] += data
+        if self._in_error:
+            self._err += data
+
+
+def load(path, **params):
+    url = page_url(path, **params)
+    page = Page(dump_dom(url))
+    page.url = url
+    return page
+
+
+def cell(row, column):
+    return row.get(column, {}).get("text", "").strip()
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# -------------------------------------------------------------------------------------
+# Expected values: expected.json, written by make_fixtures.py from the raw inputs
+# -------------------------------------------------------------------------------------
+def shown(text):
+    """A token or example as the pages show it: a newline as ⏎."""
+    return text.replace("\n", "\u23ce")
+
+
+def near(shown_value, exact, half_unit):
+    """A value shown rounded (half_unit: half its last decimal) against the exact one."""
+    return shown_value is not None and abs(shown_value - exact) <= half_unit * (1 + 1e-9)
+
+
+def expected_list(exp, keep=lambda f: True, key=lambda f: (-f["frequency"], f["feature_id"])):
+    return [f["feature_id"] for f in sorted((f for f in exp["features"] if keep(f)), key=key)]
+
+
+# -------------------------------------------------------------------------------------
+# Tests
+# -------------------------------------------------------------------------------------
+EXP = None
+
+
+def test_feature_list():
+    page = load("features")
+    check(not page.errors, "features: no error on the page", repr(page.errors))
+    check_equal(page.columns, ["feature_id", "label", "frequency", "max_activation",
+                               "mean_activation", "top_token", "example_html"], "features: columns")
+    ids = [int(cell(r, "feature_id")) for r in page.rows]
+    check_equal(ids, expected_list(EXP), "features: all 16 in frequency order (ties by id)")
+    by_id = {f["feature_id"]: f for f in EXP["features"]}
+    bad = []
+    for r in page.rows:
+        f = by_id[int(cell(r, "feature_id"))]
+        fid = f["feature_id"]
+        # shown rounded to 6 and 4 decimals
+        if not near(number(cell(r, "frequency")), f["frequency"], 0.5e-6):
+            bad.append("%d frequency %s vs %r" % (fid, cell(r, "frequency"), f["frequency"]))
+        if not near(number(cell(r, "max_activation")), f["max_activation"], 0.5e-4):
+            bad.append("%d max_activation %s vs %r" % (fid, cell(r, "max_activation"), f["max_activation"]))
+        link = r["feature_id"]["links"]
+        if not link or "feature?feature_id=%d" % fid not in link[0]:
+            bad.append("%d links to %r" % (fid, link))
+        ex = r["example_html"]
+        if f["is_dead"]:
+            if ex["text"].strip() or ex["marks"]:
+                bad.append("%d (dead) example %r" % (fid, ex["text"]))
+            continue
+        # The example text is shown as text (escaped); its max token is the one mark.
+        want_text = shown(f["example"].replace("\u00ab", "").replace("\u00bb", ""))
+        if ex["text"] != want_text:
+            bad.append("%d example text %r vs %r" % (fid, ex["text"], want_text))
+        marks = [m["text"] for m in ex["marks"]]
+        if marks != [shown(f["top_token"])]:
+            bad.append("%d marked %r vs top token %r" % (fid, marks, f["top_token"]))
+    check(not bad, "features: frequency, max_activation, link and highlighted example of every row",
+          "; ".join(bad))
+    label = [cell(r, "label") for r in page.rows if cell(r, "feature_id") == "2"]
+    check_equal(label, ["open paren"], "features: feature 2's label from feature_labels")
+    # '<|endoftext|>' in an example is text, not an element.
+    check("|endoftext|" not in " ".join(page.tags), "features: '<|endoftext|>' escaped, not a tag")
+    f0 = [r for r in page.rows if cell(r, "feature_id") == "0"][0]
+    check(f0["example_html"]["text"].startswith("<|endoftext|>"),
+          "features: feature 0's example starts with the text <|endoftext|>", f0["example_html"]["text"])
+
+
+def test_feature_list_filters():
+    def ids(**params):
+        page = load("features", **params)
+        check(not page.errors, "features %r: no error" % params, repr(page.errors), quiet=True)
+        return [int(cell(r, "feature_id")) for r in page.rows]
+
+    check_equal(ids(token="cat"), [1], "features?token=cat: the ' cat' feature")
+    check_equal(ids(dead="1"), [15], "features?dead=1: the dead feature 15")
+    check_equal(ids(dead="0"), expected_list(EXP, lambda f: not f["is_dead"]),
+                "features?dead=0: the 15 live ones")
+    check_equal(ids(label="PAREN"), [2], "features?label=PAREN: feature 2 (case-insensitive)")
+    lo, hi = 0.06, 0.07
+    check_equal(ids(min_frequency=lo, max_frequency=hi),
+                expected_list(EXP, lambda f: lo <= f["frequency"] <= hi),
+                "features with %g <= frequency <= %g" % (lo, hi))
+    check_equal(ids(sort="feature_id"), list(range(16)), "features?sort=feature_id: 0..15")
+    check_equal(ids(sort="max_activation"),
+                expected_list(EXP, key=lambda f: (-f["max_activation"], f["feature_id"])),
+                "features?sort=max_activation")
+    page = load("features", min_frequency="abc")
+    check_equal([cell(r, "label") for r in page.rows], ["not a number: min_frequency = 'abc'"],
+                "features?min_frequency=abc: says the filter is not a number")
+    page = load("features", extraction_id="7")
+    check(any("no extraction with id 7" in e for e in page.errors),
+          "features?extraction_id=7: the extension's error on the page", repr(page.errors))
+
+
+def feature_page(fid):
+    page = load("feature", feature_id=fid)
+    check(not page.errors, "feature %d: no error on the page" % fid, repr(page.errors), quiet=True)
+    return page
+
+
+def rows_of(page, section):
+    return [r for r in page.rows if cell(r, "section") == section]
+
+
+def test_feature_page():
+    stats = {s["feature_id"]: s for s in EXP["feature_stats"]}
+    for fid in (0, 2, 12):
+        page = feature_page(fid)
+        s = stats[fid]
+        got = {cell(r, "item"): number(cell(r, "value")) for r in rows_of(page, "stats")}
+        want = {"tokens seen": (s["n_tokens"], 0), "active on": (s["n_active"], 0),
+                "frequency": (s["frequency"], 0.5e-6), "log10 frequency": (s["log10_frequency"], 0.5e-4),
+                "mean (active)": (s["mean"], 0.5e-4), "std (active)": (s["std"], 0.5e-4),
+                "min (active)": (s["min_active"], 0.5e-4), "max": (s["max"], 0.5e-4)}
+        bad = ["%s: %r vs %r" % (k, got.get(k), v) for k, (v, half_unit) in want.items()
+               if not near(got.get(k), v, half_unit)]
+        check(not bad, "feature %d: the 8 statistics" % fid, "; ".join(bad))
+        top = [e for e in EXP["top_examples"] if e["feature_id"] == fid]
+        examples = rows_of(page, "top example")
+        check_equal(len(examples), len(top), "feature %d: %d top examples" % (fid, len(top)))
+        bad = []
+        for r, e in zip(examples, top):
+            item = "#%d (sequence %d, position %d)" % (e["rank"], e["sequence_id"], e["position"])
+            if cell(r, "item") != item:
+                bad.append("item %r vs %r" % (cell(r, "item"), item))
+            if not h.same_f32(number(cell(r, "value")), e["activation"]):
+                bad.append("rank %d activation %s vs %r" % (e["rank"], cell(r, "value"), e["activation"]))
+            d = r["detail_html"]
+            want_text = shown("".join(e["tokens"]))
+            if d["text"] != want_text:
+                bad.append("rank %d text %r vs %r" % (e["rank"], d["text"], want_text))
+            # Exactly the window tokens with activation > 0 are marked, each with its value.
+            active = [(shown(t), a) for t, a in zip(e["tokens"], e["activations"]) if a > 0]
+            marks = [(m["text"], number(m["title"] or "")) for m in d["marks"]]
+            if [t for t, _ in marks] != [t for t, _ in active] or not all(
+                    v is not None and math.isclose(v, a, rel_tol=1e-3) for (_, v), (_, a) in zip(marks, active)):
+                bad.append("rank %d marks %r vs %r" % (e["rank"], marks, active))
+            # The max token is the most strongly shaded one (opacity 1).
+            mx = [m for m in d["marks"] if m["title"] and number(m["title"]) is not None
+                  and math.isclose(number(m["title"]), e["activation"], rel_tol=1e-3)]
+            if not mx or not re.search(r"rgba\(255,\s*140,\s*0,\s*1(\.0+)?\)", mx[-1]["style"]):
+                bad.append("rank %d max token shading %r" % (e["rank"], [m["style"] for m in mx]))
+        check(not bad, "feature %d: top examples in rank order, text, highlighted tokens and values" % fid,
+              "; ".join(bad))
+    top_token = [cell(r, "value") for r in rows_of(feature_page(2), "feature") if cell(r, "item") == "label"]
+    check_equal(top_token, ["open paren"], "feature 2: its label")
+
+
+def test_feature_page_edges():
+    page = feature_page(15)
+    got = {cell(r, "item"): number(cell(r, "value")) for r in rows_of(page, "stats")}
+    check(got.get("active on") == 0 and got.get("max") == 0 and got.get("tokens seen") == EXP["n_counted"],
+          "feature 15 (dead): active on 0 of %d tokens, max 0" % EXP["n_counted"], repr(got))
+    check_equal(rows_of(page, "top example"), [], "feature 15 (dead): no top examples")
+    for bad_id, needle in (("99", "feature_id '99' is not a feature of extraction"),
+                           ("abc", "feature_id 'abc' is not a feature of extraction"),
+                           ("", "enter a feature_id")):
+        page = load("feature", feature_id=bad_id)
+        items = [cell(r, "item") for r in rows_of(page, "not found")]
+        check(len(page.rows) == 1 and items and needle in items[0] and "(0 to 15)" in items[0],
+              "feature?feature_id=%s: one row saying %r" % (bad_id, needle), repr(items))
+
+
+def test_markup_safety():
+    """Only the pages' own markup is shown as HTML: a query's <script> stays text."""
+    sql = ("SELECT '<script>document.title=1</script><b onclick=x>b</b>' AS evil_html, "
+           "'<span style=\"background-color:rgba(255,140,0,1.00)\" title=\"3\">ok</span>' AS fine_html")
+    page = Page(dump_dom("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode({"sql": sql}))))
+    row = page.rows[0] if page.rows else {}
+    tags = row["evil_html"]["tags"] if row else None
+    check(tags == set(), "custom SQL: a *_html value with <script> or an onclick is shown escaped",
+          repr(tags))
+    check(row and "<script>" in cell(row, "evil_html"), "custom SQL: its text is visible as typed",
+          repr(row))
+    check(row and [m["text"] for m in row["fine_html"]["marks"]] == ["ok"],
+          "custom SQL: a highlight span is rendered", repr(row))
+
+
+def test_tables_and_readonly():
+    page = load("extractions")
+    check_equal([cell(r, "status") for r in page.rows], ["done"], "extractions table: one run, done")
+    page = load("feature_labels")
+    check_equal([(cell(r, "feature_id"), cell(r, "label")) for r in page.rows], [("2", "open paren")],
+                "feature_labels table: the label")
+    page = Page(dump_dom("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
+        {"sql": "SELECT extract_features('sae', 'x') AS id"}))))
+    check(page.errors, "custom SQL cannot run extract_features (read-only, direct-only)", repr(page.rows))
+
+
+def test_concurrent_requests():
+    """Datasette answers from a thread pool, each thread with its own connection and
+    saelite catalog: 48 concurrent requests for feature pages give the same rows."""
+    def fetch(fid):
+        url = page_url("feature.json", feature_id=fid, _shape="array")
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return fid, json.load(r)
+
+    stats = {s["feature_id"]: s for s in EXP["feature_stats"]}
+    bad = []
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for fid, rows in pool.map(fetch, [i % 16 for i in range(48)]):
+            got = {r["item"]: r["value"] for r in rows if r["section"] == "stats"}
+            n_ex = sum(r["section"] == "top example" for r in rows)
+            want_ex = sum(e["feature_id"] == fid for e in EXP["top_examples"])
+            if got.get("active on") != stats[fid]["n_active"] or n_ex != want_ex:
+                bad.append("feature %d: active on %r, %d examples" % (fid, got.get("active on"), n_ex))
+    check(not bad, "48 concurrent feature pages: each with its own feature's rows", "; ".join(bad))
+
+
+# -------------------------------------------------------------------------------------
+# Screenshots of an existing database (docs/screenshots)
+# -------------------------------------------------------------------------------------
+def take_screenshots():
+    out = os.path.abspath(ARGS.screenshots)
+    os.makedirs(out, exist_ok=True)
+    pages = [("features.png", page_url("features"), 1280, 900),
+             ("features-filtered.png", page_url("features", token="(", sort="max_activation"), 1280, 700)]
+    for fid in [f for f in ARGS.features.split(",") if f]:
+        pages.append(("feature-%s.png" % fid, page_url("feature", feature_id=fid), 1280, 1300))
+    for name, url, w, hgt in pages:
+        size = screenshot(url, os.path.join(out, name), w, hgt)
+        check(size < 300 * 1024, "%s: %d bytes (< 300 KB) from %s" % (name, size, url))
+
+
+def main():
+    global ARGS, EXP
+    ARGS = parse_args()
+    find_tools()
+    if ARGS.screenshots:
+        ARGS.work = os.path.realpath(os.path.join(ROOT, "build", "tmp", "gui-screenshots"))
+        shutil.rmtree(ARGS.work, ignore_errors=True)
+        os.makedirs(ARGS.work)
+        start_server(os.path.realpath(ARGS.db), ARGS.work)
+        try:
+            h.run_tests(take_screenshots)
+        finally:
+            stop_server()
+        return
+    tmp = os.path.abspath(ARGS.tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    ARGS.work = os.path.realpath(tmp)
+    db, _ = make_planted_db(ARGS.work)
+    EXP = h.load_expected("expected.json")
+    start_server(db, ARGS.work)
+    try:
+        h.run_tests(test_feature_list, test_feature_list_filters, test_feature_page,
+                    test_feature_page_edges, test_markup_safety, test_tables_and_readonly,
+                    test_concurrent_requests)
+    finally:
+        stop_server()
+
+
+if __name__ == "__main__":
+    main()
