@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "findex.h"
 #include "results.h"
 #include "store.h"
 #include "tokfile.h"
@@ -36,6 +37,49 @@ static void check_segment(const char *path, sl_buf *report, int *n) {
     sl_segment_close(seg);
 }
 
+/* index.sli: header and directory, then every feature's checksum and
+ * postings; its counts must be the results file's (when that opens). */
+static void check_index(const char *store_dir, const sl_results *res, sl_buf *report, int *n) {
+    sl_err err;
+    sl_findex *idx = sl_findex_open(store_dir, &err);
+    if (!idx) {
+        problem(report, n, err.msg);
+        return;
+    }
+    enum { CHUNK = 4096 };
+    uint64_t *rows = malloc(CHUNK * sizeof *rows); /* [CHUNK] */
+    float *vals = malloc(CHUNK * sizeof *vals);    /* [CHUNK] */
+    if (!rows || !vals) problem(report, n, "out of memory");
+    char msg[SL_ERR_MAX + 200];
+    if (res && res->header && (sl_findex_d_sae(idx) != res->header->d_sae || sl_findex_nnz(idx) != res->header->nnz)) {
+        snprintf(msg, sizeof msg, "%s: %u features and %llu nonzeros, the results file has %u and %llu",
+                 sl_findex_path(idx), sl_findex_d_sae(idx), (unsigned long long)sl_findex_nnz(idx), res->header->d_sae,
+                 (unsigned long long)res->header->nnz);
+        problem(report, n, msg);
+        res = NULL;
+    }
+    for (uint32_t f = 0; rows && vals && f < sl_findex_d_sae(idx); f++) {
+        if (res && res->header && sl_findex_count(idx, f) != res->features[f].n_active) {
+            snprintf(msg, sizeof msg, "%s: feature %u: %llu postings, the results file counts %llu",
+                     sl_findex_path(idx), f, (unsigned long long)sl_findex_count(idx, f),
+                     (unsigned long long)res->features[f].n_active);
+            problem(report, n, msg);
+        }
+        sl_findex_iter it;
+        int64_t got = 0;
+        if (sl_findex_iter_begin(idx, f, &it, &err) == 0) {
+            while ((got = sl_findex_iter_next(&it, rows, vals, CHUNK, &err)) > 0) {}
+            sl_findex_iter_end(&it);
+        } else {
+            got = -1;
+        }
+        if (got < 0) problem(report, n, err.msg);
+    }
+    free(rows);
+    free(vals);
+    sl_findex_close(idx);
+}
+
 int sl_check_store(const char *store_dir, sl_buf *report) {
     int n = 0;
     char msg[SL_ERR_MAX + 4300];
@@ -46,7 +90,7 @@ int sl_check_store(const char *store_dir, sl_buf *report) {
         return n;
     }
     long max_no = -1, count = 0;
-    int has_results = 0, has_tokens = 0, has_checkpoint = 0;
+    int has_results = 0, has_tokens = 0, has_checkpoint = 0, has_index = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         unsigned no;
@@ -56,6 +100,7 @@ int sl_check_store(const char *store_dir, sl_buf *report) {
             if ((long)no > max_no) max_no = (long)no;
         }
         has_results |= strcmp(e->d_name, SL_RESULTS_FILE) == 0;
+        has_index |= strcmp(e->d_name, SL_FINDEX_FILE) == 0;
         has_tokens |= strcmp(e->d_name, SL_TOKFILE_NAME) == 0;
         has_checkpoint |= strcmp(e->d_name, SL_CHECKPOINT_FILE) == 0;
     }
@@ -73,11 +118,10 @@ int sl_check_store(const char *store_dir, sl_buf *report) {
         check_segment(path, report, &n);
     }
     sl_err err;
-    if (has_results) {
-        sl_results res;
-        if (sl_results_open(&res, store_dir, &err)) problem(report, &n, err.msg);
-        else sl_results_close(&res);
-    }
+    sl_results res = {0};
+    if (has_results && sl_results_open(&res, store_dir, &err)) problem(report, &n, err.msg);
+    if (has_index) check_index(store_dir, &res, report, &n); /* stores older than the index have none */
+    sl_results_close(&res);
     if (has_tokens) {
         sl_tokfile tf;
         if (sl_tokfile_open(&tf, store_dir, &err)) problem(report, &n, err.msg);

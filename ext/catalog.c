@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +20,8 @@ sl_catalog *sl_catalog_new(void) { return calloc(1, sizeof(sl_catalog)); }
 
 static void open_free(sl_open_extraction *x) {
     if (!x) return;
+    sl_findex_close(x->index);
+    if (x->tokens_state == 1) sl_tokfile_close(&x->tokens);
     sl_results_close(&x->res);
     sl_tokenizer_free(x->tok);
     free(x->store);
@@ -124,6 +127,44 @@ void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x) {
         open_free(x);
     else
         x->refs--;
+}
+
+const sl_findex *sl_catalog_index(sl_open_extraction *x, char **errmsg) {
+    if (x->index) return x->index;
+    sl_err err;
+    if (!(x->index = sl_findex_open(x->store, &err))) {
+        *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)x->id, err.msg);
+        return NULL;
+    }
+    if (sl_findex_d_sae(x->index) != x->res.header->d_sae || sl_findex_nnz(x->index) != x->res.header->nnz) {
+        *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s: index of %u features and %llu nonzeros, the "
+                                  "results file has %u and %llu (not from the same run)",
+                                  (long long)x->id, sl_findex_path(x->index), sl_findex_d_sae(x->index),
+                                  (unsigned long long)sl_findex_nnz(x->index), x->res.header->d_sae,
+                                  (unsigned long long)x->res.header->nnz);
+        sl_findex_close(x->index);
+        x->index = NULL;
+        return NULL;
+    }
+    return x->index;
+}
+
+const sl_tokfile *sl_catalog_tokens(sl_open_extraction *x, char **errmsg) {
+    if (x->tokens_state == 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", x->store, SL_TOKFILE_NAME);
+        if (access(path, F_OK) != 0) {
+            x->tokens_state = -1;
+        } else {
+            sl_err err;
+            if (sl_tokfile_open(&x->tokens, x->store, &err)) {
+                *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)x->id, err.msg);
+                return NULL;
+            }
+            x->tokens_state = 1;
+        }
+    }
+    return x->tokens_state == 1 ? &x->tokens : NULL;
 }
 
 void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out) {

@@ -1,5 +1,6 @@
 /* catalog.h: the extractions table and the per-connection cache of finished
- * extractions (mapped results file + tokenizer) that the virtual tables read. */
+ * extractions (mapped results file, tokenizer, and on first use the feature
+ * index and token file) that the virtual tables read. */
 #ifndef SAELITE_CATALOG_H
 #define SAELITE_CATALOG_H
 
@@ -7,8 +8,10 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "findex.h"
 #include "results.h"
 #include "tokenizer.h"
+#include "tokfile.h"
 #include "text.h"
 
 /* Thresholds of features.is_dead (frequency <= dead_threshold) and is_dense
@@ -51,6 +54,10 @@ typedef struct sl_open_extraction {
     sl_results res;
     sl_tokenizer *tok; /* NULL: tokens shown as ids */
     int refs;
+    /* Opened on first use, then kept as long as the entry is cached: */
+    sl_findex *index;  /* index.sli: sl_catalog_index */
+    sl_tokfile tokens; /* tokens.slt of a model run: sl_catalog_tokens */
+    int tokens_state;  /* 0 not tried, 1 open, -1 none (stored activations) */
 } sl_open_extraction;
 
 typedef struct sl_catalog sl_catalog;
@@ -63,6 +70,16 @@ void sl_catalog_free(void *catalog);
  * Release with sl_catalog_release. */
 sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg);
 void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x);
+
+/* The extraction's feature index (x->index), opened and validated on the
+ * first call. NULL with *errmsg (sqlite3_malloc'd, naming the file) when the
+ * store has none (stores written before the index existed) or it is damaged. */
+const sl_findex *sl_catalog_index(sl_open_extraction *x, char **errmsg);
+
+/* The store's token file (x->tokens: each row's document and character span),
+ * opened on the first call; NULL when the run read stored activations (no
+ * tokens.slt). A damaged token file is an error (*errmsg set, NULL returned). */
+const sl_tokfile *sl_catalog_tokens(sl_open_extraction *x, char **errmsg);
 
 /* Text of a token: decoded bytes with invalid UTF-8 replaced, or the decimal id. */
 void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out);

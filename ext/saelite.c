@@ -15,6 +15,7 @@
 #include "catalog.h"
 #include "explore.h"
 #include "extract_fn.h"
+#include "vtab_activations.h"
 #include "vtabs.h"
 
 SQLITE_EXTENSION_INIT1
@@ -48,6 +49,7 @@ int sqlite3_saelite_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines 
     SQLITE_EXTENSION_INIT2(api);
     int rc = sl_register_extract(db);
     if (rc == SQLITE_OK) rc = sl_register_vtabs(db);
+    if (rc == SQLITE_OK) rc = sl_register_activations(db);
     if (rc == SQLITE_OK) rc = sl_register_highlight(db);
     if (rc == SQLITE_OK) rc = sl_register_probe(db);
     if (rc != SQLITE_OK) {
