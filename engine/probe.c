@@ -1,6 +1,7 @@
 /* probe.c: a model and an SAE on one snippet (see probe.h). */
 #include "probe.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "csr.h"
 #include "model.h"
 #include "sae.h"
+#include "safetensors.h"
 #include "tokenizer.h"
 
 #define PROBE_MAX_SEQS 8 /* windows per forward pass: bounds the workspace */
@@ -15,7 +17,10 @@
 struct sl_probe {
     sl_sae *sae;
     sl_model *model;
-    sl_tokenizer *tok;
+    sl_tokenizer *tok; /* NULL: the extraction had none (encode is then an error) */
+    char *model_path;
+    float *lm_head;    /* [vocab, d_model] an untied unembedding, loaded on first use */
+    int unembed_checked;
     sl_backend *backend;
     sl_hook hook;
     uint32_t seq_len;
@@ -33,6 +38,8 @@ void sl_probe_free(sl_probe *p) {
     sl_sae_free(p->sae);
     sl_model_free(p->model);
     sl_tokenizer_free(p->tok);
+    free(p->model_path);
+    free(p->lm_head);
     sl_csr_free(&p->csr);
     free(p->ids);
     free(p->include);
@@ -42,18 +49,53 @@ void sl_probe_free(sl_probe *p) {
 
 uint32_t sl_probe_seq_len(const sl_probe *p) { return p->seq_len; }
 const struct sl_tokenizer *sl_probe_tokenizer(const sl_probe *p) { return p->tok; }
+const struct sl_sae *sl_probe_sae(const sl_probe *p) { return p->sae; }
+
+const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err) {
+    const sl_model_config *c = sl_model_config_of(p->model);
+    if (!p->unembed_checked) { /* GPT-2 ties lm_head to wte; a checkpoint may still carry its own */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model.safetensors", p->model_path);
+        sl_st *st = sl_st_open(path, err);
+        if (!st) return NULL;
+        if (sl_st_get(st, "lm_head.weight")) {
+            int64_t shape[2] = {c->vocab_size, c->d_model};
+            p->lm_head = sl_st_load_f32(st, "lm_head.weight", 2, shape, err);
+            if (!p->lm_head) {
+                sl_st_close(st);
+                return NULL;
+            }
+        }
+        sl_st_close(st);
+        p->unembed_checked = 1;
+    }
+    *vocab = c->vocab_size;
+    *d_model = c->d_model;
+    *untied = p->lm_head != NULL;
+    if (p->lm_head) return p->lm_head;
+    sl_model_view v;
+    sl_model_layer_view *layers = malloc((size_t)c->n_layer * sizeof *layers);
+    if (!layers) return sl_errf(err, "out of memory"), NULL;
+    sl_model_get_view(p->model, &v, layers);
+    free(layers);
+    return v.wte;
+}
 
 /* The defaults below are those of source.c (open_model), so a snippet sees what
  * a dataset document saw. */
 sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err) {
     sl_probe *p = calloc(1, sizeof *p);
     if (!p) return sl_errf(err, "out of memory"), NULL;
-    if (!o->model_path || !o->tokenizer_path) {
-        sl_errf(err, "a model and a tokenizer are needed to encode text");
+    if (!o->model_path) {
+        sl_errf(err, "no model: the extraction ran on stored activations");
+        goto fail;
+    }
+    if (!(p->model_path = strdup(o->model_path))) {
+        sl_errf(err, "out of memory");
         goto fail;
     }
     if (!(p->sae = sl_sae_load(o->sae_path, err)) || !(p->model = sl_model_load(o->model_path, err)) ||
-        !(p->tok = sl_tokenizer_load(o->tokenizer_path, err)) || sl_tokenizer_can_encode(p->tok, err))
+        (o->tokenizer_path && !(p->tok = sl_tokenizer_load(o->tokenizer_path, err))))
         goto fail;
     const sl_model_config *c = sl_model_config_of(p->model);
     const char *hook = o->hook ? o->hook : p->sae->hook_name[0] ? p->sae->hook_name : NULL;
@@ -67,7 +109,7 @@ sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err) {
                      p->sae->path, p->sae->d_in);
         goto fail;
     }
-    if (sl_tokenizer_vocab_size(p->tok) > c->vocab_size) {
+    if (p->tok && sl_tokenizer_vocab_size(p->tok) > c->vocab_size) {
         sl_errf_path(err, o->tokenizer_path, "vocabulary of %d exceeds the model's vocab_size %d",
                      sl_tokenizer_vocab_size(p->tok), c->vocab_size);
         goto fail;
@@ -78,7 +120,7 @@ sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err) {
     int center = o->center >= 0 ? o->center : p->sae->center_writing_weights >= 0 ? p->sae->center_writing_weights : 1;
     p->prepend_bos = o->prepend_bos >= 0 ? o->prepend_bos : p->sae->prepend_bos >= 0 ? p->sae->prepend_bos : 1;
     p->include_special = o->include_special;
-    p->bos = c->bos_token_id >= 0 ? c->bos_token_id : sl_tokenizer_added_id(p->tok, "<|endoftext|>");
+    p->bos = c->bos_token_id >= 0 ? c->bos_token_id : p->tok ? sl_tokenizer_added_id(p->tok, "<|endoftext|>") : -1;
     if (p->bos >= c->vocab_size) p->bos = -1;
     if (p->prepend_bos && p->bos < 0) {
         sl_errf_path(err, o->model_path, "prepend_bos is on but neither config.json nor the tokenizer names a BOS token");
@@ -117,6 +159,8 @@ void sl_probe_result_free(sl_probe_result *r) {
 
 int sl_probe_encode(sl_probe *p, const char *text, size_t len, sl_probe_result *out, sl_err *err) {
     memset(out, 0, sizeof *out);
+    if (!p->tok) return sl_errf(err, "no tokenizer to encode text with");
+    if (sl_tokenizer_can_encode(p->tok, err)) return -1;
     sl_encoding enc = {0};
     if (sl_tokenizer_encode(p->tok, text, len, &enc, err)) return -1;
     const int32_t vocab = sl_model_config_of(p->model)->vocab_size;

@@ -7,7 +7,8 @@
  * with its own BOS), the GPT-2 forward up to the hook, centring, and the SAE
  * encode of the rows that count, all through the CPU backend (backend.h). The
  * loaded model, SAE and tokenizer stay in the sl_probe so later snippets only
- * pay for their own forward pass. */
+ * pay for their own forward pass. The loaded weights also serve the logit lens
+ * (sl_probe_unembed). */
 #ifndef SAELITE_PROBE_H
 #define SAELITE_PROBE_H
 
@@ -30,7 +31,12 @@ typedef struct sl_probe sl_probe;
 sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err);
 void sl_probe_free(sl_probe *p);
 uint32_t sl_probe_seq_len(const sl_probe *p);
+/* May be NULL: a probe opened without a tokenizer cannot encode text. */
 const struct sl_tokenizer *sl_probe_tokenizer(const sl_probe *p);
+const struct sl_sae *sl_probe_sae(const sl_probe *p);
+/* The unembedding W_U as rows [vocab, d_model]: the checkpoint's lm_head.weight
+ * when it has one (*untied = 1), else the tied wte. Owned by the probe. */
+const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err);
 
 /* The snippet's tokens (BOS tokens added at window starts are not among them)
  * and each one's nonzero feature activations, CSR: token i's features are

@@ -20,7 +20,7 @@
  * order, features ascending within a token.
  *
  * Per connection the loaded model, SAE and tokenizer are cached (two
- * extractions), keyed by the extraction id and the identity (device, inode,
+ * extractions, shared with feature_logits), keyed by the extraction id and the identity (device, inode,
  * size, mtime) of their files, so a second call on the same extraction only
  * runs the forward pass, and a rewritten file is reloaded.
  *
@@ -47,25 +47,18 @@ enum { IDX_TEXT = 1, IDX_EXTRACTION = 2 };
 
 #define PROBE_SLOTS 2
 
-typedef struct cached_probe {
-    int64_t id;
-    uint64_t files; /* XXH64 of the identities of the files it was loaded from */
-    sl_probe *probe;
-    int refs;
-} cached_probe;
+struct sl_probe_cache {
+    sl_cached_probe *slots[PROBE_SLOTS]; /* slot 0 most recently used */
+};
 
-typedef struct probe_cache {
-    cached_probe *slots[PROBE_SLOTS]; /* slot 0 most recently used */
-} probe_cache;
-
-static void cached_free(cached_probe *c) {
+static void cached_free(sl_cached_probe *c) {
     if (!c) return;
     sl_probe_free(c->probe);
     free(c);
 }
 
 static void cache_free(void *p) {
-    probe_cache *pc = p;
+    sl_probe_cache *pc = p;
     if (!pc) return;
     for (int i = 0; i < PROBE_SLOTS; i++) cached_free(pc->slots[i]);
     free(pc);
@@ -107,40 +100,35 @@ static int64_t json_opt_int(json_t *o, const char *name, int64_t def) {
     return json_is_integer(v) ? json_integer_value(v) : json_is_boolean(v) ? json_is_true(v) : def;
 }
 
-/* The extraction's probe, loaded or from the cache. */
-static cached_probe *acquire(probe_cache *pc, sqlite3 *db, int has_id, int64_t id, char **msg) {
+sl_cached_probe *sl_probe_cache_acquire(sl_probe_cache *pc, sqlite3 *db, int has_id, int64_t id, const char *fn,
+                                        char **msg) {
     sqlite3_stmt *q = NULL;
     const char *sql = has_id ? "SELECT id, sae, model, tokenizer, hook, options, seq_len FROM main.extractions "
                                "WHERE id = ?1"
                              : "SELECT id, sae, model, tokenizer, hook, options, seq_len FROM main.extractions "
                                "WHERE status = 'done' ORDER BY id DESC LIMIT 1";
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        *msg = sqlite3_mprintf("encode_text: no extractions table in this database (run extract_features first)");
+        *msg = sqlite3_mprintf("%s: no extractions table in this database (run extract_features first)", fn);
         return NULL;
     }
     if (has_id) sqlite3_bind_int64(q, 1, id);
     if (sqlite3_step(q) != SQLITE_ROW) {
-        *msg = has_id ? sqlite3_mprintf("encode_text: no extraction with id %lld", (long long)id)
-                      : sqlite3_mprintf("encode_text: no finished extraction yet (run extract_features first)");
+        *msg = has_id ? sqlite3_mprintf("%s: no extraction with id %lld", fn, (long long)id)
+                      : sqlite3_mprintf("%s: no finished extraction yet (run extract_features first)", fn);
         sqlite3_finalize(q);
         return NULL;
     }
     int64_t xid = sqlite3_column_int64(q, 0);
     const char *sae = (const char *)sqlite3_column_text(q, 1), *model = (const char *)sqlite3_column_text(q, 2);
     const char *tok = (const char *)sqlite3_column_text(q, 3), *hook = (const char *)sqlite3_column_text(q, 4);
-    cached_probe *c = NULL;
+    sl_cached_probe *c = NULL;
     if (!model) {
-        *msg = sqlite3_mprintf("encode_text: extraction %lld ran on stored activations: there is no model to run "
-                               "text through", (long long)xid);
-        goto done;
-    }
-    if (!tok) {
-        *msg = sqlite3_mprintf("encode_text: extraction %lld has no tokenizer to encode text with", (long long)xid);
+        *msg = sqlite3_mprintf("%s: extraction %lld ran on stored activations: it has no model", fn, (long long)xid);
         goto done;
     }
     uint64_t ident = files_identity(sae, model, tok);
     for (int i = 0; i < PROBE_SLOTS; i++) {
-        cached_probe *s = pc->slots[i];
+        sl_cached_probe *s = pc->slots[i];
         if (s && s->id == xid && s->files == ident) {
             memmove(&pc->slots[1], &pc->slots[0], (size_t)i * sizeof pc->slots[0]);
             pc->slots[0] = s;
@@ -162,12 +150,12 @@ static cached_probe *acquire(probe_cache *pc, sqlite3 *db, int has_id, int64_t i
     sl_err err;
     sl_probe *p = sl_probe_open(&po, &err);
     if (!p) {
-        *msg = sqlite3_mprintf("encode_text: extraction %lld: %s", (long long)xid, err.msg);
+        *msg = sqlite3_mprintf("%s: extraction %lld: %s", fn, (long long)xid, err.msg);
         goto done;
     }
     if (!(c = calloc(1, sizeof *c))) {
         sl_probe_free(p);
-        *msg = sqlite3_mprintf("encode_text: out of memory");
+        *msg = sqlite3_mprintf("%s: out of memory", fn);
         goto done;
     }
     c->id = xid, c->files = ident, c->probe = p;
@@ -184,7 +172,7 @@ done:
     return c;
 }
 
-static void release(cached_probe *c) {
+void sl_probe_cache_release(sl_cached_probe *c) {
     if (!c) return;
     if (c->refs < 0) cached_free(c);
     else c->refs--;
@@ -193,12 +181,12 @@ static void release(cached_probe *c) {
 typedef struct probe_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    probe_cache *cache;
+    sl_probe_cache *cache;
 } probe_vtab;
 
 typedef struct probe_cursor {
     sqlite3_vtab_cursor base;
-    cached_probe *cp;
+    sl_cached_probe *cp;
     sl_probe_result res;
     size_t tok;  /* current token */
     uint64_t at; /* current nonzero */
@@ -265,7 +253,7 @@ static int pv_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) {
 
 static void cursor_reset(probe_cursor *c) {
     sl_probe_result_free(&c->res);
-    release(c->cp);
+    sl_probe_cache_release(c->cp);
     c->cp = NULL;
     c->tok = 0;
     c->at = 0;
@@ -297,7 +285,8 @@ static int pv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     if (sqlite3_value_type(text) == SQLITE_NULL || (has_x && sqlite3_value_type(argv[1]) == SQLITE_NULL))
         return SQLITE_OK; /* no rows */
     char *msg = NULL;
-    c->cp = acquire(vt->cache, vt->db, has_x, has_x ? sqlite3_value_int64(argv[1]) : 0, &msg);
+    c->cp = sl_probe_cache_acquire(vt->cache, vt->db, has_x, has_x ? sqlite3_value_int64(argv[1]) : 0, "encode_text",
+                                   &msg);
     if (!c->cp) {
         sqlite3_free(vt->base.zErrMsg);
         vt->base.zErrMsg = msg;
@@ -361,8 +350,13 @@ static sqlite3_module probe_module = {
     .xFilter = pv_filter, .xNext = pv_next, .xEof = pv_eof, .xColumn = pv_column, .xRowid = pv_rowid,
 };
 
+/* encode_text and feature_logits share one cache of loaded models; the module
+ * registered last owns it. */
 int sl_register_probe(sqlite3 *db) {
-    probe_cache *pc = calloc(1, sizeof *pc);
+    sl_probe_cache *pc = calloc(1, sizeof *pc);
     if (!pc) return SQLITE_NOMEM;
-    return sqlite3_create_module_v2(db, "encode_text", &probe_module, pc, cache_free);
+    int rc = sqlite3_create_module_v2(db, "encode_text", &probe_module, pc, NULL);
+    if (rc == SQLITE_OK) return sl_register_logits(db, pc, cache_free);
+    cache_free(pc);
+    return rc;
 }
