@@ -24,7 +24,7 @@ FROM features ORDER BY frequency DESC LIMIT 10;
 
 .print '== features whose top 10 examples all fire on one token'
 WITH t AS (SELECT feature_id, count(DISTINCT trim(token)) AS tokens FROM top_examples
-           WHERE rank <= 10 GROUP BY feature_id)
+           WHERE kind = 'top' AND rank <= 10 GROUP BY feature_id)
 SELECT feature_id, round(frequency, 4) AS frequency, top_token
 FROM features JOIN t USING (feature_id)
 WHERE tokens = 1 AND trim(top_token) IN ('def', 'if', '(', '{', '==', '->', '0', '1', '#', 'return')
@@ -33,7 +33,7 @@ ORDER BY frequency DESC LIMIT 10;
 .print '== three features in context: "(" after a Python call, "(" after a C macro, small numbers in prose'
 SELECT feature_id, rank, round(activation, 2) AS activation,
        substr(replace(context, char(10), '⏎'), 1, 70) AS context
-FROM top_examples WHERE feature_id IN (1459, 1211, 35) AND rank <= 4;
+FROM top_examples WHERE feature_id IN (1459, 1211, 35) AND kind = 'top' AND rank <= 4;
 
 .print '== dead features (never active) and the densest ones'
 SELECT count(*) AS dead_features, (SELECT count(*) FROM features) AS features FROM features WHERE is_dead;

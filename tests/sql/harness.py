@@ -264,12 +264,13 @@ def where(extraction_id):
 
 
 def dump(db, extraction_id=None):
-    """All rows of the three virtual tables, in a fixed order."""
+    """All rows of the three virtual tables (the top kind of top_examples), in a fixed order."""
     w = where(extraction_id)
+    top = (w + " AND" if w else " WHERE") + " kind = 'top'"
     return {
         "feature_stats": query(db, "SELECT * FROM feature_stats%s ORDER BY feature_id;" % w),
         "features": query(db, "SELECT * FROM features%s ORDER BY feature_id;" % w),
-        "top_examples": query(db, "SELECT * FROM top_examples%s ORDER BY feature_id, rank;" % w),
+        "top_examples": query(db, "SELECT * FROM top_examples%s ORDER BY feature_id, rank;" % top),
     }
 
 

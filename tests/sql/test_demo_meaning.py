@@ -124,7 +124,7 @@ def test_sae_statistics():
 def test_features_mean_something():
     eid = EXTRACTION["id"]
     rows = h.query(DB, "SELECT feature_id, rank, token FROM top_examples WHERE extraction_id = %d "
-                       "AND rank <= %d ORDER BY feature_id, rank;" % (eid, TOP_K))
+                       "AND kind = 'top' AND rank <= %d ORDER BY feature_id, rank;" % (eid, TOP_K))
     tokens = {}
     for r in rows:
         tokens.setdefault(r["feature_id"], []).append(r["token"])

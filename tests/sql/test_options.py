@@ -58,7 +58,7 @@ def test_defaults():
     check(os.path.isdir(store) and os.listdir(store), "default store directory written")
     check_equal(o.get("top_k"), 20, "default top_k in options")
     check_equal(o.get("context"), 10, "default context in options")
-    n = h.scalar(DB, "SELECT max(rank) AS n FROM top_examples WHERE extraction_id = %d;" % eid)
+    n = h.scalar(DB, "SELECT max(rank) AS n FROM top_examples WHERE extraction_id = %d AND kind = 'top';" % eid)
     check_equal(n, 20, "default top_k: 20 examples for a feature that fires > 20 times")
     width = h.scalar(DB, "SELECT max(json_array_length(tokens)) AS n FROM top_examples "
                          "WHERE extraction_id = %d;" % eid)
@@ -83,7 +83,7 @@ def test_max_sequences():
 
 def test_top_k_1_context_0():
     eid = h.extract(DB, **h.planted_opts(h.tmp_path("store_k1"), top_k=1, context=0))
-    rows = h.query(DB, "SELECT * FROM top_examples WHERE extraction_id = %d "
+    rows = h.query(DB, "SELECT * FROM top_examples WHERE extraction_id = %d AND kind = 'top' "
                        "ORDER BY feature_id, rank;" % eid)
     firsts = [e for e in EXP["top_examples"] if e["rank"] == 1]
     check_equal(len(rows), len(firsts), "top_k 1: one example per live feature")

@@ -100,7 +100,7 @@ def test_context_marks():
           "(%d rows)" % len(rows), "; ".join(bad))
     feats = h.query(DB, "SELECT * FROM features WHERE extraction_id = 1 AND is_dead = 0 "
                         "ORDER BY feature_id;")
-    top1 = {r["feature_id"]: r for r in rows if r["rank"] == 1}
+    top1 = {r["feature_id"]: r for r in rows if r["rank"] == 1 and r["kind"] == "top"}
     bad = [f["feature_id"] for f in feats
            if (f["example"], f["top_token"]) != (top1.get(f["feature_id"], {}).get("context"),
                                                  top1.get(f["feature_id"], {}).get("token"))]

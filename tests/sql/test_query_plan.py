@@ -49,7 +49,7 @@ def expected_examples(ids):
 
 def examples(where):
     rows = h.query(DB, "SELECT feature_id, rank, sequence_id, position FROM top_examples "
-                       "WHERE %s ORDER BY feature_id, rank;" % where)
+                       "WHERE kind = 'top' AND %s ORDER BY feature_id, rank;" % where)
     return [(r["feature_id"], r["rank"], r["sequence_id"], r["position"]) for r in rows]
 
 
@@ -84,7 +84,7 @@ def test_lookup_results():
     h.compare_rows("IN (5, 6)", stats, [EXP["feature_stats"][5], EXP["feature_stats"][6]],
                    ("feature_id", "n_tokens", "n_active"), h.STAT_FLOATS)
     n = h.scalar(DB, "SELECT count(*) AS n FROM features f JOIN top_examples t "
-                     "ON t.feature_id = f.feature_id WHERE f.is_dead = 0;")
+                     "ON t.feature_id = f.feature_id WHERE f.is_dead = 0 AND t.kind = 'top';")
     check_equal(n, len(EXP["top_examples"]), "join features x top_examples row count")
 
 
