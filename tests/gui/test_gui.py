@@ -38,8 +38,10 @@ from html.parser import HTMLParser
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sql"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import harness as h  # noqa: E402
 from harness import check, check_equal  # noqa: E402
+import make_lm_fixtures as lmfix  # noqa: E402
 
 GUI_SH = os.path.join(ROOT, "scripts", "gui.sh")
 INSTALL = "run scripts/install-deps.sh (it installs Debian's chromium and Datasette into .venv-gui)"
@@ -95,7 +97,10 @@ def child_env(preload):
 
 
 def make_planted_db(tmp):
-    """The planted extraction (top_k 5, context 3) with a label on feature 2."""
+    """Extraction 1: the planted language model (make_lm_fixtures.py: byte b fires
+    feature b mod 32 with strength s(b)) on its docs.txt, for the probe page.
+    Extraction 2, the default one: the planted activations (top_k 5, context 3),
+    with a label on feature 2. Returns (db, lm_id, planted_id)."""
     if ARGS.preload:  # harness runs the shell with this process's environment
         os.environ.update(child_env(True))
     h.CFG = argparse.Namespace(sqlite3=shutil.which(ARGS.sqlite3) or ARGS.sqlite3,
@@ -104,6 +109,9 @@ def make_planted_db(tmp):
     if not os.path.isfile(h.planted("expected.json")):
         h.fail_setup("fixtures missing in %s: run the ctest 'fixtures' test first" % ARGS.fixtures)
     try:
+        lm_id = h.extract(h.CFG.db, sae=h.fixture("lm", "sae"), model=h.fixture("lm", "model"),
+                          tokenizer=h.fixture("lm", "tokenizer.json"), dataset=h.fixture("lm", "docs.txt"),
+                          top_k=4, context=3, store=os.path.join(tmp, "store_lm"), progress="off")
         eid = h.extract(h.CFG.db, **h.planted_opts(os.path.join(tmp, "store")))
         h.query(h.CFG.db, "INSERT INTO feature_labels(extraction_id, feature_id, label) "
                           "VALUES (%d, 2, 'open paren');" % eid)
@@ -111,7 +119,7 @@ def make_planted_db(tmp):
         h.fail_setup("cannot make the planted extraction: %s" % e.message)
     for k in ("LD_PRELOAD", "ASAN_OPTIONS"):
         os.environ.pop(k, None)
-    return h.CFG.db, eid
+    return h.CFG.db, lm_id, eid
 
 
 def free_port():
@@ -161,9 +169,13 @@ def stop_server():
             proc.wait()
 
 
-def page_url(path, **params):
+def page_path(path, **params):
     q = urllib.parse.urlencode(params)
-    return "%s/%s/%s%s" % (SERVER["url"], SERVER["db_name"], path, "?" + q if q else "")
+    return "/%s/%s%s" % (SERVER["db_name"], path, "?" + q if q else "")
+
+
+def page_url(path, **params):
+    return SERVER["url"] + page_path(path, **params)
 
 
 # -------------------------------------------------------------------------------------
@@ -236,7 +248,6 @@ class Page(HTMLParser):
             self._in_th = False
             self.columns.append(self._th.strip())
         elif self._in_table and tag == "td" and self._cell is not None:
-            self._cell["text"] = self._cell["text"].strip("\n")
             self._row.append(self._cell)
             self._cell = None
         elif self._in_table and tag == "tr" and getattr(self, "_row", None):
@@ -301,13 +312,15 @@ def expected_list(exp, keep=lambda f: True, key=lambda f: (-f["frequency"], f["f
 # Tests
 # -------------------------------------------------------------------------------------
 EXP = None
+IDS = {}
 
 
 def test_feature_list():
     page = load("features")
     check(not page.errors, "features: no error on the page", repr(page.errors))
     check_equal(page.columns, ["feature_id", "label", "frequency", "max_activation",
-                               "mean_activation", "top_token", "example_html"], "features: columns")
+                               "mean_activation", "top_token", "example_html", "extraction_id"],
+                "features: columns")
     ids = [int(cell(r, "feature_id")) for r in page.rows]
     check_equal(ids, expected_list(EXP), "features: all 16 in frequency order (ties by id)")
     by_id = {f["feature_id"]: f for f in EXP["features"]}
@@ -321,7 +334,7 @@ def test_feature_list():
         if not near(number(cell(r, "max_activation")), f["max_activation"], 0.5e-4):
             bad.append("%d max_activation %s vs %r" % (fid, cell(r, "max_activation"), f["max_activation"]))
         link = r["feature_id"]["links"]
-        if not link or "feature?feature_id=%d" % fid not in link[0]:
+        if link != [page_path("feature", feature_id=fid, extraction_id=IDS["planted"])]:
             bad.append("%d links to %r" % (fid, link))
         ex = r["example_html"]
         if f["is_dead"]:
@@ -407,11 +420,11 @@ def test_feature_page():
             if not h.same_f32(number(cell(r, "value")), e["activation"]):
                 bad.append("rank %d activation %s vs %r" % (e["rank"], cell(r, "value"), e["activation"]))
             d = r["detail_html"]
-            want_text = shown("".join(e["tokens"]))
+            want_text = "".join(e["tokens"])  # newlines kept (pre-wrap)
             if d["text"] != want_text:
                 bad.append("rank %d text %r vs %r" % (e["rank"], d["text"], want_text))
             # Exactly the window tokens with activation > 0 are marked, each with its value.
-            active = [(shown(t), a) for t, a in zip(e["tokens"], e["activations"]) if a > 0]
+            active = [(t, a) for t, a in zip(e["tokens"], e["activations"]) if a > 0]
             marks = [(m["text"], number(m["title"] or "")) for m in d["marks"]]
             if [t for t, _ in marks] != [t for t, _ in active] or not all(
                     v is not None and math.isclose(v, a, rel_tol=1e-3) for (_, v), (_, a) in zip(marks, active)):
@@ -459,13 +472,41 @@ def test_markup_safety():
 
 def test_tables_and_readonly():
     page = load("extractions")
-    check_equal([cell(r, "status") for r in page.rows], ["done"], "extractions table: one run, done")
+    check_equal([cell(r, "status") for r in page.rows], ["done", "done"], "extractions table: two runs, done")
     page = load("feature_labels")
     check_equal([(cell(r, "feature_id"), cell(r, "label")) for r in page.rows], [("2", "open paren")],
                 "feature_labels table: the label")
     page = Page(dump_dom("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
         {"sql": "SELECT extract_features('sae', 'x') AS id"}))))
     check(page.errors, "custom SQL cannot run extract_features (read-only, direct-only)", repr(page.rows))
+
+
+def test_probe():
+    """encode_text on the planted language model: byte b of the text fires feature
+    b mod 32 with strength s(b) (make_lm_fixtures.py), nothing else."""
+    text = "x = f(1);\nif (a < b) { return 0; }"
+    ids, _, special = lmfix.encode(text)
+    want = [(str(i), chr(t).replace("\n", "\u23ce"), str(t), str(t % 32), lmfix.strength(t))
+            for i, (t, sp) in enumerate(zip(ids, special)) if not sp]
+    page = load("probe", text=text, extraction_id=IDS["lm"])
+    check(not page.errors, "probe: no error", repr(page.errors))
+    check_equal(page.columns, ["position", "token", "token_id", "feature_id", "activation", "top_token",
+                               "label", "extraction_id"], "probe: columns")
+    got = [(cell(r, "position"), r["token"]["text"], cell(r, "token_id"), cell(r, "feature_id"),
+            number(cell(r, "activation"))) for r in page.rows]
+    check_equal(got, want, "probe: %d tokens, each feature b mod 32 with activation s(b)" % len(want))
+    links = [r["feature_id"]["links"] for r in page.rows]
+    check(links and all(ln == [page_path("feature", feature_id=int(g[3]), extraction_id=IDS["lm"])]
+                        for ln, g in zip(links, got)),
+          "probe: each feature id links to its page in extraction %d" % IDS["lm"], repr(links[:2]))
+    page = load("probe", text=text, feature_id=1, extraction_id=IDS["lm"])
+    got = [(cell(r, "position"), cell(r, "feature_id")) for r in page.rows]
+    check_equal(got, [(p, f) for p, _, _, f, _ in want if f == "1"],
+                "probe?feature_id=1: the tokens whose byte is 1 mod 32")
+    page = load("probe", text=text)
+    check(page.errors and not page.rows, "probe on the default extraction (stored activations, no model): "
+          "an error on the page", repr(page.errors))
+    print("      (%s)" % (page.errors[:1],))
 
 
 def test_concurrent_requests():
@@ -521,13 +562,13 @@ def main():
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     ARGS.work = os.path.realpath(tmp)
-    db, _ = make_planted_db(ARGS.work)
+    db, IDS["lm"], IDS["planted"] = make_planted_db(ARGS.work)
     EXP = h.load_expected("expected.json")
     start_server(db, ARGS.work)
     try:
         h.run_tests(test_feature_list, test_feature_list_filters, test_feature_page,
                     test_feature_page_edges, test_markup_safety, test_tables_and_readonly,
-                    test_concurrent_requests)
+                    test_probe, test_concurrent_requests)
     finally:
         stop_server()
 
