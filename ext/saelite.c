@@ -52,6 +52,7 @@ int sqlite3_saelite_init(sqlite3 *db, char **errmsg, const sqlite3_api_routines 
     if (rc == SQLITE_OK) rc = sl_register_activations(db);
     if (rc == SQLITE_OK) rc = sl_register_highlight(db);
     if (rc == SQLITE_OK) rc = sl_register_probe(db);
+    if (rc == SQLITE_OK) rc = sl_register_search(db);
     if (rc != SQLITE_OK) {
         *errmsg = sqlite3_mprintf("saelite: registration failed: %s", sqlite3_errstr(rc));
         return rc;
