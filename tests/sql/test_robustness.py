@@ -29,6 +29,7 @@ from harness import check, check_equal  # noqa: E402
 CFG = h.setup(__doc__)
 DB = CFG.db
 os.environ["SAELITE_CHECKPOINT_SECONDS"] = "0"  # a checkpoint after every batch
+os.environ["SAELITE_INDEX_BUDGET_BYTES"] = "16384"  # an index build of many passes, so kills land in it
 RNG = random.Random(20261123)
 
 
@@ -53,9 +54,10 @@ def row(eid):
 
 
 def digest(store):
-    """Hashes of the segment files and the results file of a store."""
+    """Hashes of the segment files, the results file and the feature index of a store."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(store, "seg-*.sls")) + [os.path.join(store, "results.slr")]):
+    for path in sorted(glob.glob(os.path.join(store, "seg-*.sls")) +
+                       [os.path.join(store, "results.slr"), os.path.join(store, "index.sli")]):
         with open(path, "rb") as f:
             out[os.path.basename(path)] = hashlib.sha256(f.read()).hexdigest()
     return out
@@ -90,21 +92,23 @@ def test_cancel():
 
 def test_kill_and_resume():
     """SIGKILL one run at random moments (20 times or more), then while it writes its
-    results file (finalizing), resuming after each kill."""
+    results file and its feature index (finalizing), resuming after each kill."""
     store = h.tmp_path("store_kill")
     results_tmp = os.path.join(store, "results.slr.tmp")
-    kills = finalize_kills = 0
+    index_tmp = os.path.join(store, "index.sli.tmp")
+    kills = finalize_kills = index_kills = 0
     sql = h.extract_sql(**opts("kill"))
     eid = 3
     for _ in range(400):
         p = start(sql)
         finalizing = kills >= 20
         deadline = time.time() + (RNG.uniform(0.04, 0.15) if kills < 20 else 1e9)
-        if finalize_kills >= 3:
+        watch = results_tmp if finalize_kills < 3 else index_tmp
+        if finalize_kills >= 3 and index_kills >= 3:
             finalizing = False  # enough: let it finish
         killed = False
         while p.poll() is None:
-            if (os.path.exists(results_tmp) if finalizing else time.time() >= deadline):
+            if (os.path.exists(watch) if finalizing else time.time() >= deadline):
                 os.kill(p.pid, signal.SIGKILL)
                 killed = True
                 break
@@ -112,24 +116,27 @@ def test_kill_and_resume():
         p.wait()
         status = row(eid)["status"]
         kills += killed and not finalizing
-        finalize_kills += killed and finalizing and status != "done"
+        finalize_kills += killed and finalizing and status != "done" and watch == results_tmp
+        index_kills += killed and finalizing and status != "done" and watch == index_tmp
         if status == "done":
-            if kills >= 20 and finalize_kills >= 3:
+            if kills >= 20 and finalize_kills >= 3 and index_kills >= 3:
                 break
             # finished too early: start over, so that one run takes every kill
-            kills = finalize_kills = 0
+            kills = finalize_kills = index_kills = 0
             h.run_sql(DB, "DELETE FROM extractions WHERE id = %d;" % eid)
             shutil.rmtree(store, ignore_errors=True)
             sql = h.extract_sql(**opts("kill"))
             continue
         sql = "SELECT resume_extraction(%d);" % eid
-    print("one run, SIGKILLed %d times during its batches and %d times while finalizing" % (kills, finalize_kills))
+    print("one run, SIGKILLed %d times during its batches, %d times while writing its results and %d times "
+          "while building its index" % (kills, finalize_kills, index_kills))
     check(kills >= 20, "at least 20 SIGKILLs of one run during its batches", str(kills))
     check(finalize_kills >= 3, "SIGKILLs while finalizing", str(finalize_kills))
+    check(index_kills >= 3, "SIGKILLs while building the index", str(index_kills))
     check_equal(row(eid)["status"], "done", "killed run resumed to done")
     check(h.dump(DB, eid) == h.dump(DB, 1), "after SIGKILLs: same statistics and top examples")
     check(digest(store) == digest(h.tmp_path("store_ref")),
-          "after SIGKILLs: same segment and results files, byte for byte")
+          "after SIGKILLs: same segment, results and index files, byte for byte")
     check_equal(h.scalar(DB, "SELECT check_extraction(%d);" % eid), "ok", "after SIGKILLs: check_extraction ok")
 
 
