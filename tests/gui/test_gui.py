@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import harness as h  # noqa: E402
 from harness import check, check_equal  # noqa: E402
 import make_lm_fixtures as lmfix  # noqa: E402
+import safetensors_io as st  # noqa: E402
 
 GUI_SH = os.path.join(ROOT, "scripts", "gui.sh")
 INSTALL = "run scripts/install-deps.sh (it installs Debian's chromium and Datasette into .venv-gui)"
@@ -115,6 +116,7 @@ def make_planted_db(tmp):
         eid = h.extract(h.CFG.db, **h.planted_opts(os.path.join(tmp, "store")))
         h.query(h.CFG.db, "INSERT INTO feature_labels(extraction_id, feature_id, label) "
                           "VALUES (%d, 2, 'open paren');" % eid)
+        h.query(h.CFG.db, "UPDATE extractions SET dense_threshold = %r WHERE id = %d;" % (DENSE, eid))
     except h.SqlError as e:
         h.fail_setup("cannot make the planted extraction: %s" % e.message)
     for k in ("LD_PRELOAD", "ASAN_OPTIONS"):
@@ -304,6 +306,42 @@ def near(shown_value, exact, half_unit):
     return shown_value is not None and abs(shown_value - exact) <= half_unit * (1 + 1e-9)
 
 
+def planted_values():
+    """Per feature, its active values as the store keeps them (fp16), read from the raw
+    acts.safetensors: every non-special token (the special one, 15, has a zero row)."""
+    raw = st.read(h.planted("acts.safetensors"))
+    _, (n_seq, seq_len), tokens = raw["tokens"]
+    _, (_, _, d), acts = raw["activations"]
+    values = {j: [] for j in range(d)}
+    where = {}  # (feature, sequence, position) -> f32 value
+    for i, t in enumerate(tokens):
+        if t == 15:
+            continue
+        for j in range(d):
+            v = acts[i * d + j]
+            if v > 0:
+                values[j].append(st.f16(v))
+                where[(j, i // seq_len, i % seq_len)] = v
+    return values, where
+
+
+def percentile(sorted_values, q):
+    """numpy's default (linear) percentile."""
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
+def histogram(values, bins):
+    """Counts of bins equal-width bins spanning [min, max]; the max in the last."""
+    lo, hi = min(values), max(values)
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int(math.floor((v - lo) / (hi - lo) * bins)))] += 1
+    return lo, hi, counts
+
+
 def expected_list(exp, keep=lambda f: True, key=lambda f: (-f["frequency"], f["feature_id"])):
     return [f["feature_id"] for f in sorted((f for f in exp["features"] if keep(f)), key=key)]
 
@@ -313,13 +351,15 @@ def expected_list(exp, keep=lambda f: True, key=lambda f: (-f["frequency"], f["f
 # -------------------------------------------------------------------------------------
 EXP = None
 IDS = {}
+DENSE = 0.075  # the planted extraction's dense_threshold: features 9 and 13 are above
+PLANTED_VALUES, PLANTED_WHERE = None, None
 
 
 def test_feature_list():
     page = load("features")
     check(not page.errors, "features: no error on the page", repr(page.errors))
     check_equal(page.columns, ["feature_id", "label", "frequency", "max_activation",
-                               "mean_activation", "top_token", "example_html", "extraction_id"],
+                               "mean_activation", "is_dense", "top_token", "example_html", "extraction_id"],
                 "features: columns")
     ids = [int(cell(r, "feature_id")) for r in page.rows]
     check_equal(ids, expected_list(EXP), "features: all 16 in frequency order (ties by id)")
@@ -369,6 +409,8 @@ def test_feature_list_filters():
     check_equal(ids(dead="1"), [15], "features?dead=1: the dead feature 15")
     check_equal(ids(dead="0"), expected_list(EXP, lambda f: not f["is_dead"]),
                 "features?dead=0: the 15 live ones")
+    check_equal(ids(dense="1"), expected_list(EXP, lambda f: f["frequency"] > DENSE),
+                "features?dense=1: frequency above the dense_threshold %g" % DENSE)
     check_equal(ids(label="PAREN"), [2], "features?label=PAREN: feature 2 (case-insensitive)")
     lo, hi = 0.06, 0.07
     check_equal(ids(min_frequency=lo, max_frequency=hi),
@@ -438,6 +480,101 @@ def test_feature_page():
               "; ".join(bad))
     top_token = [cell(r, "value") for r in rows_of(feature_page(2), "feature") if cell(r, "item") == "label"]
     check_equal(top_token, ["open paren"], "feature 2: its label")
+
+
+def test_feature_page_histogram_quantiles():
+    """Quantiles and the 20-bin histogram against the raw activations (fp16 as stored)."""
+    for fid in (0, 7):
+        page = feature_page(fid)
+        vals = sorted(PLANTED_VALUES[fid])
+        got = {cell(r, "item"): number(cell(r, "value")) for r in rows_of(page, "stats")}
+        bad = ["%s: %r vs %r" % (k, got.get(k), percentile(vals, q))
+               for k, q in (("p50 (active)", 0.5), ("p90 (active)", 0.9), ("p99 (active)", 0.99))
+               if not near(got.get(k), percentile(vals, q), 0.6e-4)]
+        check(not bad, "feature %d: p50, p90, p99 of its %d stored values" % (fid, len(vals)), "; ".join(bad))
+        lo, hi, counts = histogram(vals, 20)
+        hist = rows_of(page, "histogram")
+        check_equal([int(cell(r, "value")) for r in hist], counts,
+                    "feature %d: histogram counts in 20 bins over [%g, %g]" % (fid, lo, hi))
+        check(hist and cell(hist[0], "item").startswith("%.4g to" % lo)
+              and cell(hist[-1], "item").endswith("to %.4g" % hi),
+              "feature %d: histogram spans min to max" % fid,
+              "%r ... %r" % (cell(hist[0], "item") if hist else None, cell(hist[-1], "item") if hist else None))
+        top = max(counts)
+        bars = [len(r["detail_html"]["text"]) for r in hist]
+        want = [0 if c == 0 else max(1, round(40.0 * c / top)) for c in counts]
+        check_equal(bars, want, "feature %d: bar lengths proportional to the counts (40 at the top)" % fid)
+    check_equal(rows_of(feature_page(15), "histogram"), [], "feature 15 (dead): no histogram")
+
+
+def test_feature_page_logits():
+    """Logit lens on the planted language model: W_dec = I and W_U = wte with
+    wte[t] = s(t) e_(t mod 32), so feature f's logit for token t is s(t) when
+    t mod 32 = f, else 0 (make_lm_fixtures.py)."""
+    fid = 1
+    logit = {t: (lmfix.strength(t) if t % 32 == fid else 0.0) for t in range(lmfix.V)}
+    promotes = sorted(logit, key=lambda t: (-logit[t], t))[:5]
+    suppresses = sorted(logit, key=lambda t: (logit[t], t))[:5]
+    page = load("feature", feature_id=fid, extraction_id=IDS["lm"])
+    check(not page.errors, "feature %d of the language model: no error" % fid, repr(page.errors))
+    got_p = [number(cell(r, "value")) for r in rows_of(page, "promotes")]
+    check_equal(got_p, [logit[t] for t in promotes], "feature %d: the 5 largest logits s(t), t mod 32 = %d"
+                % (fid, fid))
+    texts = [cell(r, "item") for r in rows_of(page, "promotes")]
+    want_texts = [json.dumps(chr(t)) if 32 <= t < 127 else None for t in promotes]
+    check(all(w is None or w == g for g, w in zip(texts, want_texts)) and len(texts) == 5,
+          "feature %d: promoted tokens %r" % (fid, [w for w in want_texts if w]), repr(texts))
+    got_s = [number(cell(r, "value")) for r in rows_of(page, "suppresses")]
+    check_equal(got_s, [logit[t] for t in suppresses], "feature %d: the 5 smallest logits" % fid)
+    page = feature_page(0)
+    check_equal(rows_of(page, "promotes") + rows_of(page, "suppresses"), [],
+                "feature 0 of stored activations (no model): no logit rows, no error")
+
+
+def test_examples_page():
+    """Every kind of example: its max token's value is the raw activation there."""
+    for fid in (0, 9):
+        page = load("examples", feature_id=fid)
+        check(not page.errors, "examples %d: no error" % fid, repr(page.errors))
+        kinds = {}
+        bad = []
+        for r in page.rows:
+            kind = cell(r, "kind")
+            kinds[kind] = kinds.get(kind, 0) + 1
+            key = (fid, int(cell(r, "sequence_id")), int(cell(r, "position")))
+            act = number(cell(r, "activation"))
+            raw = PLANTED_WHERE.get(key)
+            # top: exact f32; interval and random: the stored fp16
+            if raw is None or not (h.same_f32(act, raw) or h.same_f32(act, st.f16(raw))):
+                bad.append("%s at %r: %r vs raw %r" % (kind, key[1:], act, raw))
+            marks = r["context_html"]["marks"]
+            if not marks or any(m["text"] != EXP["token_strings"][fid] for m in marks):
+                bad.append("%s at %r marks %r" % (kind, key[1:], [m["text"] for m in marks]))
+            if kind == "interval":
+                # bounds shown with 4 digits; values are fp16 (relative error 2^-11)
+                m = re.match(r"^(\S+) to (\S+) \(", cell(r, "interval"))
+                if not m or not float(m.group(1)) * (1 - 2e-3) <= act <= float(m.group(2)) * (1 + 2e-3):
+                    bad.append("interval %r holds %r" % (cell(r, "interval"), act))
+        n = len(PLANTED_VALUES[fid])
+        check(kinds.get("top") == 5 and kinds.get("random") == min(10, n) and kinds.get("interval", 0) > 0,
+              "examples %d: 5 top, %d random and some interval examples" % (fid, min(10, n)), repr(kinds))
+        check(not bad, "examples %d: each at a place where feature %d fires with that value, "
+              "marking token %r" % (fid, fid, EXP["token_strings"][fid]), "; ".join(bad[:5]))
+        page = load("examples", feature_id=fid, kind="random")
+        check_equal({cell(r, "kind") for r in page.rows}, {"random"}, "examples?kind=random: only random")
+
+
+def test_density_page():
+    """log10 frequency of the 15 live features in 10 bins, the dead one first."""
+    logs = [math.log10(f["frequency"]) for f in EXP["features"] if not f["is_dead"]]
+    lo, hi, counts = histogram(logs, 10)
+    page = load("density", bins=10)
+    check(not page.errors, "density: no error", repr(page.errors))
+    got = [(cell(r, "log10_frequency_from"), int(cell(r, "count"))) for r in page.rows]
+    check_equal(got[:1], [("dead", 1)], "density: first row, the one dead feature")
+    check_equal([c for _, c in got[1:]], counts, "density: counts of log10 frequency in 10 bins")
+    check(len(got) == 11 and math.isclose(float(got[1][0]), lo, abs_tol=6e-4),
+          "density: bins start at the rarest live feature (%.3f)" % lo, repr(got[1:2]))
 
 
 def test_feature_page_edges():
@@ -545,7 +682,7 @@ def take_screenshots():
 
 
 def main():
-    global ARGS, EXP
+    global ARGS, EXP, PLANTED_VALUES, PLANTED_WHERE
     ARGS = parse_args()
     find_tools()
     if ARGS.screenshots:
@@ -564,10 +701,12 @@ def main():
     ARGS.work = os.path.realpath(tmp)
     db, IDS["lm"], IDS["planted"] = make_planted_db(ARGS.work)
     EXP = h.load_expected("expected.json")
+    PLANTED_VALUES, PLANTED_WHERE = planted_values()
     start_server(db, ARGS.work)
     try:
         h.run_tests(test_feature_list, test_feature_list_filters, test_feature_page,
-                    test_feature_page_edges, test_markup_safety, test_tables_and_readonly,
+                    test_feature_page_histogram_quantiles, test_feature_page_logits, test_examples_page,
+                    test_density_page, test_feature_page_edges, test_markup_safety, test_tables_and_readonly,
                     test_probe, test_concurrent_requests)
     finally:
         stop_server()
