@@ -67,6 +67,8 @@ def parse_args():
     ap.add_argument("--db", help="database to serve with --screenshots")
     ap.add_argument("--features", default="",
                     help="with --screenshots: comma-separated feature ids for feature pages")
+    ap.add_argument("--probe", default="", help="with --screenshots: a text for the probe page")
+    ap.add_argument("--filter-token", default="(", help="with --screenshots: the features list's token filter")
     a = ap.parse_args()
     if a.screenshots and not a.db:
         ap.error("--screenshots needs --db")
@@ -113,6 +115,13 @@ def make_planted_db(tmp):
         lm_id = h.extract(h.CFG.db, sae=h.fixture("lm", "sae"), model=h.fixture("lm", "model"),
                           tokenizer=h.fixture("lm", "tokenizer.json"), dataset=h.fixture("lm", "docs.txt"),
                           top_k=4, context=3, store=os.path.join(tmp, "store_lm"), progress="off")
+        tiny_doc = os.path.join(tmp, "tiny.txt")
+        with open(tiny_doc, "w", encoding="utf-8") as f:
+            f.write("def add(a, b):\n    return a + b  # the sum of two numbers\n")
+        tiny = os.path.join(ROOT, "examples", "tiny")
+        IDS["tiny"] = h.extract(h.CFG.db, sae=os.path.join(tiny, "sae"), model=os.path.join(tiny, "model"),
+                                tokenizer=os.path.join(tiny, "tokenizer.json"), dataset=tiny_doc,
+                                text_mode="file", store=os.path.join(tmp, "store_tiny"), progress="off")
         eid = h.extract(h.CFG.db, **h.planted_opts(os.path.join(tmp, "store")))
         h.query(h.CFG.db, "INSERT INTO feature_labels(extraction_id, feature_id, label) "
                           "VALUES (%d, 2, 'open paren');" % eid)
@@ -195,8 +204,25 @@ def chromium(*args):
     return p.stdout.decode("utf-8")
 
 
+_DOMS = {}
+
+
 def dump_dom(url):
-    return chromium("--dump-dom", url)
+    """The page as Chromium has it after loading (the same URL is loaded once)."""
+    if url not in _DOMS:
+        _DOMS[url] = chromium("--dump-dom", url)
+    return _DOMS[url]
+
+
+def fetch_html(url):
+    """The page's HTML as the server sends it (Datasette renders on the server; its
+    scripts only add the SQL editor), for the many variants of a page already
+    checked in Chromium: filters and bad parameters."""
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            return r.read().decode("utf-8")
+    except urllib.error.HTTPError as e:  # an SQL error is a page too (status 400)
+        return e.read().decode("utf-8")
 
 
 def screenshot(url, png, width=1280, height=900):
@@ -275,9 +301,9 @@ class Page(HTMLParser):
             self._err += data
 
 
-def load(path, **params):
+def load(path, browser=False, **params):
     url = page_url(path, **params)
-    page = Page(dump_dom(url))
+    page = Page(dump_dom(url) if browser else fetch_html(url))
     page.url = url
     return page
 
@@ -356,7 +382,7 @@ PLANTED_VALUES, PLANTED_WHERE = None, None
 
 
 def test_feature_list():
-    page = load("features")
+    page = load("features", browser=True)
     check(not page.errors, "features: no error on the page", repr(page.errors))
     check_equal(page.columns, ["feature_id", "label", "frequency", "max_activation",
                                "mean_activation", "is_dense", "top_token", "example_html", "extraction_id"],
@@ -429,7 +455,7 @@ def test_feature_list_filters():
 
 
 def feature_page(fid):
-    page = load("feature", feature_id=fid)
+    page = load("feature", browser=True, feature_id=fid)
     check(not page.errors, "feature %d: no error on the page" % fid, repr(page.errors), quiet=True)
     return page
 
@@ -515,7 +541,7 @@ def test_feature_page_logits():
     logit = {t: (lmfix.strength(t) if t % 32 == fid else 0.0) for t in range(lmfix.V)}
     promotes = sorted(logit, key=lambda t: (-logit[t], t))[:5]
     suppresses = sorted(logit, key=lambda t: (logit[t], t))[:5]
-    page = load("feature", feature_id=fid, extraction_id=IDS["lm"])
+    page = load("feature", browser=True, feature_id=fid, extraction_id=IDS["lm"])
     check(not page.errors, "feature %d of the language model: no error" % fid, repr(page.errors))
     got_p = [number(cell(r, "value")) for r in rows_of(page, "promotes")]
     check_equal(got_p, [logit[t] for t in promotes], "feature %d: the 5 largest logits s(t), t mod 32 = %d"
@@ -534,7 +560,7 @@ def test_feature_page_logits():
 def test_examples_page():
     """Every kind of example: its max token's value is the raw activation there."""
     for fid in (0, 9):
-        page = load("examples", feature_id=fid)
+        page = load("examples", browser=True, feature_id=fid)
         check(not page.errors, "examples %d: no error" % fid, repr(page.errors))
         kinds = {}
         bad = []
@@ -568,7 +594,7 @@ def test_density_page():
     """log10 frequency of the 15 live features in 10 bins, the dead one first."""
     logs = [math.log10(f["frequency"]) for f in EXP["features"] if not f["is_dead"]]
     lo, hi, counts = histogram(logs, 10)
-    page = load("density", bins=10)
+    page = load("density", browser=True, bins=10)
     check(not page.errors, "density: no error", repr(page.errors))
     got = [(cell(r, "log10_frequency_from"), int(cell(r, "count"))) for r in page.rows]
     check_equal(got[:1], [("dead", 1)], "density: first row, the one dead feature")
@@ -586,7 +612,7 @@ def test_feature_page_edges():
     for bad_id, needle in (("99", "feature_id '99' is not a feature of extraction"),
                            ("abc", "feature_id 'abc' is not a feature of extraction"),
                            ("", "enter a feature_id")):
-        page = load("feature", feature_id=bad_id)
+        page = load("feature", browser=bad_id == "99", feature_id=bad_id)
         items = [cell(r, "item") for r in rows_of(page, "not found")]
         check(len(page.rows) == 1 and items and needle in items[0] and "(0 to 15)" in items[0],
               "feature?feature_id=%s: one row saying %r" % (bad_id, needle), repr(items))
@@ -608,12 +634,12 @@ def test_markup_safety():
 
 
 def test_tables_and_readonly():
-    page = load("extractions")
-    check_equal([cell(r, "status") for r in page.rows], ["done", "done"], "extractions table: two runs, done")
+    page = load("extractions", browser=True)
+    check_equal([cell(r, "status") for r in page.rows], ["done"] * 3, "extractions table: three runs, done")
     page = load("feature_labels")
     check_equal([(cell(r, "feature_id"), cell(r, "label")) for r in page.rows], [("2", "open paren")],
                 "feature_labels table: the label")
-    page = Page(dump_dom("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
+    page = Page(fetch_html("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
         {"sql": "SELECT extract_features('sae', 'x') AS id"}))))
     check(page.errors, "custom SQL cannot run extract_features (read-only, direct-only)", repr(page.rows))
 
@@ -625,7 +651,7 @@ def test_probe():
     ids, _, special = lmfix.encode(text)
     want = [(str(i), chr(t).replace("\n", "\u23ce"), str(t), str(t % 32), lmfix.strength(t))
             for i, (t, sp) in enumerate(zip(ids, special)) if not sp]
-    page = load("probe", text=text, extraction_id=IDS["lm"])
+    page = load("probe", browser=True, text=text, extraction_id=IDS["lm"])
     check(not page.errors, "probe: no error", repr(page.errors))
     check_equal(page.columns, ["position", "token", "token_id", "feature_id", "activation", "top_token",
                                "label", "extraction_id"], "probe: columns")
@@ -644,6 +670,28 @@ def test_probe():
     check(page.errors and not page.rows, "probe on the default extraction (stored activations, no model): "
           "an error on the page", repr(page.errors))
     print("      (%s)" % (page.errors[:1],))
+
+
+def test_probe_per_token():
+    """The bundled tiny GPT-2 + top-k SAE: many features per token; the page keeps the
+    per_token strongest of encode_text's rows (read here through the sqlite3 shell)."""
+    text = "x = add(1, 2)"
+    rows = h.query(h.CFG.db, "SELECT position, feature_id, activation FROM encode_text(%s, %d);"
+                   % (h.sql_str(text), IDS["tiny"]))
+    by_pos = {}
+    for r in rows:
+        by_pos.setdefault(r["position"], []).append(r)
+    for per_token in ("3", "", "0"):
+        keep = {"3": 3, "": 5, "0": None}[per_token]
+        want = [(str(p), str(r["feature_id"]))
+                for p in sorted(by_pos)
+                for r in sorted(by_pos[p], key=lambda r: (-r["activation"], r["feature_id"]))[:keep]]
+        page = load("probe", text=text, per_token=per_token, extraction_id=IDS["tiny"])
+        got = [(cell(r, "position"), cell(r, "feature_id")) for r in page.rows]
+        check(got == want and len(by_pos) > 3 and len(rows) > 3 * len(by_pos),
+              "probe per_token=%r: the %s strongest features of each of %d tokens (%d rows)"
+              % (per_token, keep or "all", len(by_pos), len(want)),
+              "got %d rows, expected %d: %r" % (len(got), len(want), got[:6]))
 
 
 def test_concurrent_requests():
@@ -672,10 +720,15 @@ def test_concurrent_requests():
 def take_screenshots():
     out = os.path.abspath(ARGS.screenshots)
     os.makedirs(out, exist_ok=True)
-    pages = [("features.png", page_url("features"), 1280, 900),
-             ("features-filtered.png", page_url("features", token="(", sort="max_activation"), 1280, 700)]
+    pages = [("features.png", page_url("features"), 1280, 1000),
+             ("features-filtered.png", page_url("features", token=ARGS.filter_token, sort="max_activation"),
+              1280, 800),
+             ("density.png", page_url("density"), 1280, 1000)]
     for fid in [f for f in ARGS.features.split(",") if f]:
-        pages.append(("feature-%s.png" % fid, page_url("feature", feature_id=fid), 1280, 1300))
+        pages.append(("feature-%s.png" % fid, page_url("feature", feature_id=fid), 1280, 1900))
+        pages.append(("examples-%s.png" % fid, page_url("examples", feature_id=fid, kind="interval"), 1280, 1400))
+    if ARGS.probe:
+        pages.append(("probe.png", page_url("probe", text=ARGS.probe, per_token=3), 1280, 1300))
     for name, url, w, hgt in pages:
         size = screenshot(url, os.path.join(out, name), w, hgt)
         check(size < 300 * 1024, "%s: %d bytes (< 300 KB) from %s" % (name, size, url))
@@ -707,7 +760,7 @@ def main():
         h.run_tests(test_feature_list, test_feature_list_filters, test_feature_page,
                     test_feature_page_histogram_quantiles, test_feature_page_logits, test_examples_page,
                     test_density_page, test_feature_page_edges, test_markup_safety, test_tables_and_readonly,
-                    test_probe, test_concurrent_requests)
+                    test_probe, test_probe_per_token, test_concurrent_requests)
     finally:
         stop_server()
 
