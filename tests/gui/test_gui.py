@@ -504,8 +504,11 @@ def test_feature_page():
                 bad.append("rank %d max token shading %r" % (e["rank"], [m["style"] for m in mx]))
         check(not bad, "feature %d: top examples in rank order, text, highlighted tokens and values" % fid,
               "; ".join(bad))
-    top_token = [cell(r, "value") for r in rows_of(feature_page(2), "feature") if cell(r, "item") == "label"]
-    check_equal(top_token, ["open paren"], "feature 2: its label")
+    label = [cell(r, "value") for r in rows_of(feature_page(2), "feature") if cell(r, "item") == "label"]
+    check_equal(label, ["open paren"], "feature 2: its label")
+    for fid, flags in ((9, "0 / 1"), (2, "0 / 0"), (15, "1 / 0")):
+        got = [cell(r, "value") for r in rows_of(feature_page(fid), "feature") if cell(r, "item") == "dead / dense"]
+        check_equal(got, [flags], "feature %d: dead / dense %s (dense_threshold %g)" % (fid, flags, DENSE))
 
 
 def test_feature_page_histogram_quantiles():
@@ -599,6 +602,10 @@ def test_density_page():
     got = [(cell(r, "log10_frequency_from"), int(cell(r, "count"))) for r in page.rows]
     check_equal(got[:1], [("dead", 1)], "density: first row, the one dead feature")
     check_equal([c for _, c in got[1:]], counts, "density: counts of log10 frequency in 10 bins")
+    bars = [len(cell(r, "bar")) for r in page.rows]
+    top = max(counts)
+    want = [min(50, max(1, round(50.0 * c / top))) if c else 0 for c in [1] + counts]
+    check_equal(bars, want, "density: bars scaled to the fullest live bin (50)")
     check(len(got) == 11 and math.isclose(float(got[1][0]), lo, abs_tol=6e-4),
           "density: bins start at the rarest live feature (%.3f)" % lo, repr(got[1:2]))
 
