@@ -104,7 +104,7 @@ def make_planted_db(tmp):
     feature b mod 32 with strength s(b)) on its docs.txt, for the probe page.
     Extraction 2, the default one: the planted activations (top_k 5, context 3),
     with a label on feature 2. Returns (db, lm_id, planted_id)."""
-    if ARGS.preload:  # harness runs the shell with this process's environment
+    if ARGS.preload:  # harness runs the shell with this process's environment; Chromium gets its own
         os.environ.update(child_env(True))
     h.CFG = argparse.Namespace(sqlite3=shutil.which(ARGS.sqlite3) or ARGS.sqlite3,
                                ext=os.path.realpath(ARGS.ext), fixtures=os.path.realpath(ARGS.fixtures),
@@ -128,8 +128,6 @@ def make_planted_db(tmp):
         h.query(h.CFG.db, "UPDATE extractions SET dense_threshold = %r WHERE id = %d;" % (DENSE, eid))
     except h.SqlError as e:
         h.fail_setup("cannot make the planted extraction: %s" % e.message)
-    for k in ("LD_PRELOAD", "ASAN_OPTIONS"):
-        os.environ.pop(k, None)
     return h.CFG.db, lm_id, eid
 
 
@@ -646,9 +644,17 @@ def test_tables_and_readonly():
     page = load("feature_labels")
     check_equal([(cell(r, "feature_id"), cell(r, "label")) for r in page.rows], [("2", "open paren")],
                 "feature_labels table: the label")
-    page = Page(fetch_html("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
-        {"sql": "SELECT extract_features('sae', 'x') AS id"}))))
-    check(page.errors, "custom SQL cannot run extract_features (read-only, direct-only)", repr(page.rows))
+    # A complete, valid extract_features call (it would write through its own connection).
+    store = os.path.join(ARGS.work, "store_from_the_web")
+    sql = h.extract_sql(**h.planted_opts(store))
+    for name, call in (("extract_features", sql), ("resume_extraction", "SELECT resume_extraction(1) AS id"),
+                       ("load_extension", "SELECT load_extension('%s') AS x" % os.path.realpath(ARGS.ext))):
+        page = Page(fetch_html("%s/%s?%s" % (SERVER["url"], SERVER["db_name"], urllib.parse.urlencode(
+            {"sql": call.rstrip(";")}))))
+        check(any("not authorized to use function: %s" % name in e for e in page.errors) and not page.rows,
+              "custom SQL: %s is refused" % name, repr((page.errors, page.rows)))
+    check(not os.path.exists(store) and h.count_extractions(h.CFG.db) == 3,
+          "no store written and still 3 extractions after the refused extract_features")
 
 
 def test_probe():

@@ -3,6 +3,11 @@
 - canned_queries: offers the queries of sql/datasette/metadata.yaml
   (plugins.saelite.queries) on every database that has an `extractions` table, so
   the pages work whatever the database file is called.
+- prepare_connection: an authorizer on each connection denies extract_features,
+  resume_extraction and load_extension. Datasette's connections are read-only, but
+  the first two write through a connection of their own (progress is committed as a
+  run goes), read any path on the server and run for minutes; load_extension would
+  load any library. Run extractions in the sqlite3 shell, then serve.
 - render_cell: a column whose name ends in `_html` is shown as HTML when it holds
   only the markup those queries and highlight(..., 'html') make (span and mark
   elements with a plain inline style and a title, line breaks); anything else stays
@@ -11,6 +16,7 @@
 """
 import copy
 import re
+import sqlite3
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
@@ -22,6 +28,9 @@ ALLOWED_ATTRS = {"style", "title"}
 # Declarations like "background-color:rgba(255,140,0,0.50)" or "white-space:pre-wrap":
 # no url(), no quotes, no escapes.
 STYLE = re.compile(r"^\s*([a-z-]+\s*:\s*[#a-z0-9 .,%()-]+\s*;?\s*)*$", re.I)
+
+
+DENIED_FUNCTIONS = {"extract_features", "resume_extraction", "load_extension"}
 
 
 class _MarkupCheck(HTMLParser):
@@ -69,6 +78,17 @@ def safe_markup(text):
     except Exception:  # a parser error means "not ours"
         return False
     return check.ok
+
+
+@hookimpl
+def prepare_connection(conn, database, datasette):
+    def authorizer(action, arg1, arg2, db_name, trigger):
+        # SQLITE_FUNCTION: arg2 is the function's name
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+            return sqlite3.SQLITE_DENY  # "not authorized to use function: NAME"
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(authorizer)
 
 
 @hookimpl
