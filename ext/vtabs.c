@@ -49,8 +49,10 @@
 #include <math.h>
 #include <sqlite3ext.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "catalog.h"
 #include "findex.h"
@@ -181,6 +183,7 @@ typedef struct feature_cursor {
     sl_sample sample;
     sl_rowstore *rows; /* opened on the first sampled example */
     int walk_key;      /* the range key the sorted walk is monotone in (RK_MAX or RK_N_ACTIVE) */
+    int has_index;     /* the store has index.sli (looked up once per query) */
     int eof;
 } feature_cursor;
 
@@ -399,6 +402,15 @@ static int passes_ranges(const feature_cursor *c, int64_t f, int *past) {
 
 /* ---- sampled examples ------------------------------------------------- */
 
+/* Whether the store has a feature index at all: stores written before it
+ * existed have none, and show NULL quantiles and no sampled examples. A file
+ * that is there but unreadable is an error, reported by sl_catalog_index. */
+static int store_has_index(const sl_open_extraction *x) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", x->store, SL_FINDEX_FILE);
+    return access(path, F_OK) == 0;
+}
+
 static int set_error(feature_cursor *c, char *msg) {
     feature_vtab *vt = (feature_vtab *)c->base.pVtab;
     sqlite3_free(vt->base.zErrMsg);
@@ -418,7 +430,7 @@ static int load_sample(feature_cursor *c, int64_t f) {
     sl_sample_free(&c->sample);
     c->sampled_feature = -1;
     sl_open_extraction *x = c->x;
-    if (x->res.features[f].n_active == 0) { /* dead: nothing to draw, no index read */
+    if (x->res.features[f].n_active == 0 || !c->has_index) { /* nothing to draw from */
         c->sampled_feature = f;
         return SQLITE_OK;
     }
@@ -519,18 +531,15 @@ static void read_settings(sqlite3 *db, int64_t id, browse_settings *s) {
 
 /* ---- the sorted walk ---------------------------------------------------- */
 
-static const sl_result_feature *sort_features; /* qsort has no context argument */
+typedef struct sort_item {
+    double key; /* n_active (exact below 2^53) or max */
+    uint32_t feature;
+} sort_item;
 
-static int by_n_active(const void *pa, const void *pb) {
-    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-    uint64_t x = sort_features[a].n_active, y = sort_features[b].n_active;
-    return x != y ? (x < y ? -1 : 1) : (a < b ? -1 : 1);
-}
-
-static int by_max(const void *pa, const void *pb) {
-    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-    float x = sort_features[a].max, y = sort_features[b].max;
-    return x != y ? (x < y ? -1 : 1) : (a < b ? -1 : 1);
+static int by_key(const void *pa, const void *pb) {
+    const sort_item *a = pa, *b = pb;
+    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    return a->feature < b->feature ? -1 : a->feature > b->feature;
 }
 
 /* The permutation for `by`, sorted on first use for this results file. */
@@ -544,11 +553,19 @@ static const uint32_t *sorted_features(feature_vtab *vt, const sl_open_extractio
     if (!o->by[by]) {
         uint32_t n = x->res.header->d_sae;
         uint32_t *p = malloc((size_t)(n ? n : 1) * sizeof *p);
-        if (!p) return NULL;
-        for (uint32_t i = 0; i < n; i++) p[i] = i;
-        sort_features = x->res.features;
-        qsort(p, n, sizeof *p, by == ORDER_BY_MAX ? by_max : by_n_active);
-        sort_features = NULL;
+        sort_item *items = malloc((size_t)(n ? n : 1) * sizeof *items);
+        if (!p || !items) {
+            free(p);
+            free(items);
+            return NULL;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            items[i] = (sort_item){by == ORDER_BY_MAX ? (double)x->res.features[i].max
+                                                      : (double)x->res.features[i].n_active,
+                                   i};
+        qsort(items, n, sizeof *items, by_key);
+        for (uint32_t i = 0; i < n; i++) p[i] = items[i].feature;
+        free(items);
         o->by[by] = p;
     }
     return o->by[by];
@@ -601,6 +618,7 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     c->x = sl_catalog_acquire(vt->catalog, vt->db, has_x, xid, &msg);
     if (!c->x) return set_error(c, msg);
     read_settings(vt->db, c->x->id, &c->set);
+    c->has_index = vt->kind != T_FEATURES && store_has_index(c->x);
     int by = (idx >> ORDER_SHIFT) & (ORDER_BY_COUNT | ORDER_BY_MAX);
     if (by) {
         if (!(c->perm = sorted_features(vt, c->x, by))) return SQLITE_NOMEM;
@@ -658,8 +676,9 @@ static void result_buf(sqlite3_context *ctx, sl_buf *b) {
     sl_buf_free(b);
 }
 
-static void result_quantile(sqlite3_context *ctx, sl_open_extraction *x, int64_t f, int col) {
-    if (x->res.features[f].n_active == 0) return; /* NULL: no active values */
+static void result_quantile(sqlite3_context *ctx, const feature_cursor *c, int64_t f, int col) {
+    sl_open_extraction *x = c->x;
+    if (x->res.features[f].n_active == 0 || !c->has_index) return; /* NULL */
     char *msg = NULL;
     const sl_findex *index = sl_catalog_index(x, &msg);
     if (!index) {
@@ -788,7 +807,7 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
         case S_MAX: sqlite3_result_double(ctx, sl_f32_to_display(rf->max)); break;
         case S_P50:
         case S_P90:
-        case S_P99: result_quantile(ctx, x, f, col); break;
+        case S_P99: result_quantile(ctx, c, f, col); break;
         }
         break;
     case T_TOP_EXAMPLES: example_column(c, ctx, f, col); break;

@@ -201,16 +201,29 @@ def test_deterministic_and_kinds():
 
 
 def test_top_needs_no_index():
+    """kind = 'top' reads no index: it works with a damaged one. A store without
+    any index (written before it existed) has no sampled examples and NULL
+    quantiles; a damaged index is an error naming it."""
     store = h.tmp_path("s1")
     index = os.path.join(store, "index.sli")
     os.rename(index, index + ".away")
     try:
-        rows = h.query(DB, "SELECT * FROM top_examples WHERE extraction_id = %d AND kind = 'top' "
-                           "ORDER BY feature_id, rank;" % IDS["small"])
-        h.compare_top_examples("kind = 'top' without index.sli", rows, EXP)
+        with open(index, "wb") as f:
+            f.write(b"not an index" * 100)
+        q = "SELECT * FROM top_examples WHERE extraction_id = %d AND kind = 'top' ORDER BY feature_id, rank;"
+        h.compare_top_examples("kind = 'top' with a damaged index.sli", h.query(DB, q % IDS["small"]), EXP)
         h.expect_error(DB, "SELECT * FROM top_examples WHERE extraction_id = %d AND kind = 'interval';"
                        % IDS["small"], "index.sli")
+        h.expect_error(DB, "SELECT p50 FROM feature_stats WHERE extraction_id = %d;" % IDS["small"], "index.sli")
+        os.remove(index)
+        n = h.scalar(DB, "SELECT count(*) AS n FROM top_examples WHERE extraction_id = %d AND kind <> 'top';"
+                     % IDS["small"])
+        check_equal(n, 0, "a store without index.sli: no sampled examples")
+        p = h.query(DB, "SELECT DISTINCT p50, p90, p99 FROM feature_stats WHERE extraction_id = %d;" % IDS["small"])
+        check_equal(p, [{"p50": None, "p90": None, "p99": None}], "a store without index.sli: NULL quantiles")
     finally:
+        if os.path.exists(index):
+            os.remove(index)
         os.rename(index + ".away", index)
 
 
