@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """test_gui.py: the Datasette pages of a saelite database, loaded in headless Chromium.
 
-Makes the planted extraction (tests/fixtures/make_fixtures.py: feature j fires exactly
-on token j with a known strength, feature 15 is dead; expected.json holds every row,
-computed in Python from the raw inputs), labels feature 2, serves the database with
-scripts/gui.sh (Datasette from .venv-gui, the extension loaded, read-only connections)
-on a free localhost port, loads each page with `chromium --headless --dump-dom` and
-checks what the page shows against expected.json: the feature list and its filters,
-a feature page's statistics and its highlighted top examples (which tokens are marked,
-with which activation, HTML-escaped text), clear messages for bad parameters, markup
-that is not the pages' own shown as text, and the same answers from concurrent
-requests (Datasette's thread pool, one catalog per connection).
+Builds a database with three extractions: the planted language model
+(tests/fixtures/make_lm_fixtures.py: byte b fires feature b mod 32 with strength
+s(b)), the bundled tiny GPT-2 + SAE on one document, and, the default one, the
+planted activations (tests/fixtures/make_fixtures.py: feature j fires exactly on
+token j with a known strength, feature 15 is dead; expected.json holds every row,
+computed in Python from the raw inputs). Labels feature 2, sets a dense threshold,
+serves the database with scripts/gui.sh (Datasette from .venv-gui, the extension
+loaded, read-only connections) on a free localhost port, loads each page with
+`chromium --headless --dump-dom` and checks what it shows against values computed
+here from the fixture files: the feature list and its filters; a feature page's
+statistics, quantiles, histogram, logit lens and highlighted top examples (which
+tokens are marked, with which activation, HTML-escaped text); the examples, density
+and probe pages; clear messages for bad parameters; markup that is not the pages'
+own shown as text; extract_features and load_extension refused; the same answers
+from concurrent requests (Datasette's thread pool, one catalog per connection).
+Variants of a page already loaded in Chromium are read from the server's HTML.
 
     python3 test_gui.py --sqlite3 SHELL --ext BUILD/saelite --fixtures BUILD/fixtures --tmp DIR
     python3 test_gui.py --screenshots docs/screenshots --db build/demo.db --ext build/saelite
@@ -101,9 +107,10 @@ def child_env(preload):
 
 def make_planted_db(tmp):
     """Extraction 1: the planted language model (make_lm_fixtures.py: byte b fires
-    feature b mod 32 with strength s(b)) on its docs.txt, for the probe page.
-    Extraction 2, the default one: the planted activations (top_k 5, context 3),
-    with a label on feature 2. Returns (db, lm_id, planted_id)."""
+    feature b mod 32 with strength s(b)) on its docs.txt, for the probe page and the
+    logit lens. Extraction 2: the tiny GPT-2 + SAE on one document (IDS["tiny"]).
+    Extraction 3, the default one: the planted activations (top_k 5, context 3),
+    with a label on feature 2 and dense_threshold DENSE. Returns (db, lm_id, planted_id)."""
     if ARGS.preload:  # harness runs the shell with this process's environment; Chromium gets its own
         os.environ.update(child_env(True))
     h.CFG = argparse.Namespace(sqlite3=shutil.which(ARGS.sqlite3) or ARGS.sqlite3,
