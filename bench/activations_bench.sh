@@ -4,7 +4,8 @@
 #   bench/activations_bench.sh DB [--ext build/saelite] [--repeat 50] [--id N]
 #
 # In one sqlite3 shell (so the extraction's files stay mapped: warm), runs each
-# query --repeat times with .timer on and prints the median wall time of:
+# query --repeat times and prints the time of one run (mean over the repeats,
+# the shell's start-up subtracted; for a list of queries the median of those) of:
 #   count(*), sum(activation) WHERE feature_id = f, for 20 features spread over
 #     the n_active ranking (the median of their medians), and for the feature
 #     with the most postings;
@@ -32,18 +33,29 @@ q() { "$SQLITE3" "$DB" ".load $EXT" "$1"; }
 if [ -z "$ID" ]; then ID="$(q "SELECT max(id) FROM extractions WHERE status = 'done';")"; fi
 X="extraction_id = $ID"
 
-# Median wall time (ms) of a query run REPEAT times in one warm shell.
+# Wall time (ms) of one warm run of a query: a shell running it REPEAT times,
+# minus a shell running SELECT 1 as often, divided by REPEAT (the shell's
+# .timer only has millisecond resolution).
+shell_ms() {
+    local t0 t1
+    t0=$(date +%s%N)
+    { echo ".load $EXT"; echo ".output /dev/null"; for _ in $(seq "$REPEAT"); do echo "$1"; done; } |
+        "$SQLITE3" "$DB" >/dev/null
+    t1=$(date +%s%N)
+    echo $(( t1 - t0 ))
+}
 median_ms() {
-    { echo ".load $EXT"; echo ".timer on"; echo ".output /dev/null"; for _ in $(seq "$REPEAT"); do echo "$1"; done; } |
-        "$SQLITE3" "$DB" 2>&1 | awk '/^Run Time: real/ {print $4 * 1000}' | sort -g |
-        awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    local a b
+    a=$(shell_ms "$1")
+    b=$(shell_ms "SELECT 1;")
+    awk -v a="$a" -v b="$b" -v n="$REPEAT" 'BEGIN {v = (a - b) / n / 1e6; printf "%.3f\n", v < 0 ? 0 : v}'
 }
 median_of() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 NNZ="$(q "SELECT nnz FROM extractions WHERE id = $ID;")"
 SEQS="$(q "SELECT sequences_done FROM extractions WHERE id = $ID;")"
 D_SAE="$(q "SELECT d_sae FROM extractions WHERE id = $ID;")"
-echo "extraction $ID: $NNZ nonzeros, $SEQS sequences, $D_SAE features; median of $REPEAT warm runs"
+echo "extraction $ID: $NNZ nonzeros, $SEQS sequences, $D_SAE features; $REPEAT warm runs each"
 
 FEATURES="$(q "SELECT feature_id FROM (SELECT feature_id, row_number() OVER (ORDER BY n_active) AS r
                FROM feature_stats WHERE $X AND n_active > 0) WHERE (r - 1) % (($D_SAE / 20) + 1) = 0 LIMIT 20;")"

@@ -571,16 +571,25 @@ int64_t sl_findex_iter_next(sl_findex_iter *it, uint64_t *rows, float *vals, siz
     size_t pos = it->pos;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t gap;
-        if (get_varint64(raw, &pos, it->rows_end, &gap) || gap >= limit - next)
+        if (pos < it->rows_end && raw[pos] < 0x80) /* one byte: gaps below 128 */
+            gap = raw[pos++];
+        else if (get_varint64(raw, &pos, it->rows_end, &gap))
+            gap = UINT64_MAX;
+        if (gap >= limit - next)
             return sl_errf_path(err, it->idx->path, "feature %u: bad row in its postings (damaged data)", it->feature);
         rows[i] = next + gap;
         next = rows[i] + 1;
     }
     const uint64_t at = it->done;
-    if (it->fp16)
-        for (uint64_t i = 0; i < n; i++)
-            vals[i] = sl_f16_to_f32((uint16_t)(values[at + i] | values[it->count + at + i] << 8));
-    else
+    if (it->fp16) {
+        const unsigned char *lo = values + at, *hi = values + it->count + at;
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t h = (uint32_t)lo[i] | (uint32_t)hi[i] << 8, e = h & 0x7c00u;
+            /* normal numbers: rebias the exponent; zeros, subnormals, inf, nan: the general path */
+            vals[i] = e != 0 && e != 0x7c00u ? sl_bits_to_f32((h & 0x8000u) << 16 | ((h & 0x7fffu) + 0x1c000u) << 13)
+                                             : sl_f16_to_f32((uint16_t)h);
+        }
+    } else
         for (uint64_t i = 0; i < n; i++) vals[i] = getf32(values + 4 * (at + i));
     it->pos = pos;
     it->done += n;
