@@ -162,7 +162,7 @@ fi
 # ---- queries ----
 log "timing queries"
 Q1="SELECT feature_id, frequency FROM features ORDER BY frequency DESC LIMIT 10;"
-Q2="SELECT rank, activation, sequence_id, position, context FROM top_examples WHERE feature_id = 123;"
+Q2="SELECT rank, activation, sequence_id, position, context FROM top_examples WHERE feature_id = 123 AND kind = 'top';"
 Q3="SELECT feature_id, mean, std FROM feature_stats WHERE feature_id = 123;"
 # The shell prints "Run Time: real R user U sys S" only for statements read from
 # its input (not for command-line arguments). Each query runs twice in a fresh
@@ -176,7 +176,7 @@ QT1="$(query_time "$Q1")"
 QT2="$(query_time "$Q2")"
 QT3="$(query_time "$Q3")"
 Q1_TOP="$("$SQLITE3" "$DB" ".load $BUILD/saelite" "SELECT feature_id || ':' || printf('%.5f', frequency) FROM features ORDER BY frequency DESC LIMIT 3;" | paste -sd' ')"
-Q2_ROWS="$("$SQLITE3" "$DB" ".load $BUILD/saelite" "SELECT count(*) FROM top_examples WHERE feature_id = 123;")"
+Q2_ROWS="$("$SQLITE3" "$DB" ".load $BUILD/saelite" "SELECT count(*) FROM top_examples WHERE feature_id = 123 AND kind = 'top';")"
 
 # ---- report ----
 awk -v tokens="$TOKENS_DONE" -v d_in="$D_IN" -v d_sae="$D_SAE" -v nnz="$NNZ" \
