@@ -20,9 +20,9 @@
  * order, features ascending within a token.
  *
  * Per connection the loaded model, SAE and tokenizer are cached (two
- * extractions, shared with feature_logits), keyed by the extraction id and the identity (device, inode,
- * size, mtime) of their files, so a second call on the same extraction only
- * runs the forward pass, and a rewritten file is reloaded.
+ * extractions, shared with feature_logits), keyed by the extraction id and the
+ * identity (device, inode, size, mtime) of their files, so a second call on the
+ * same extraction only runs the forward pass, and a rewritten file is reloaded.
  *
  * xBestIndex: text = ? is required (argv 1), extraction_id = ? optional
  * (argv 2); both are consumed. Without the text the call is an error. */
