@@ -138,7 +138,9 @@ typedef struct feature_vtab {
     sqlite3 *db;
     sl_catalog *catalog;
     table_kind kind;
-    sqlite3_stmt *label_stmt; /* features.label, prepared on first use */
+    sqlite3_stmt *label_stmt;    /* features.label, prepared on first use */
+    sqlite3_stmt *settings_stmt; /* the extraction's thresholds and options, prepared on first use */
+    int settings_columns;        /* what settings_stmt selects: 3, or 1 (options only) on an old table */
     sorted_order order;
 } feature_vtab;
 
@@ -220,6 +222,7 @@ static void order_clear(sorted_order *o) {
 static int vt_disconnect(sqlite3_vtab *vtab) {
     feature_vtab *vt = (feature_vtab *)vtab;
     sqlite3_finalize(vt->label_stmt);
+    sqlite3_finalize(vt->settings_stmt);
     order_clear(&vt->order);
     sqlite3_free(vtab);
     return SQLITE_OK;
@@ -502,31 +505,41 @@ static uint32_t option_u32(json_t *opts, const char *name, uint32_t def) {
     return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint32_t)json_integer_value(v) : def;
 }
 
-/* Thresholds and sampling options of extraction `id`; defaults for what an
- * older database does not have. */
-static void read_settings(sqlite3 *db, int64_t id, browse_settings *s) {
+/* Thresholds and sampling options of extraction `id`, read on every query
+ * (they change with UPDATE); defaults for what an older database lacks. The
+ * options JSON is parsed for top_examples only. */
+static void read_settings(feature_vtab *vt, int64_t id, browse_settings *s) {
     *s = (browse_settings){.dead_threshold = 0, .dense_threshold = 0.1, .intervals = 10, .interval_examples = 5,
                            .random_examples = 10};
-    sqlite3_stmt *q = NULL;
-    int with_thresholds =
-        sqlite3_prepare_v2(db, "SELECT options, dead_threshold, dense_threshold FROM main.extractions WHERE id = ?1",
-                           -1, &q, NULL) == SQLITE_OK;
-    if (!with_thresholds &&
-        sqlite3_prepare_v2(db, "SELECT options FROM main.extractions WHERE id = ?1", -1, &q, NULL) != SQLITE_OK)
-        return;
+    if (!vt->settings_stmt) {
+        vt->settings_columns = 3;
+        if (sqlite3_prepare_v2(vt->db,
+                               "SELECT options, dead_threshold, dense_threshold FROM main.extractions WHERE id = ?1",
+                               -1, &vt->settings_stmt, NULL) != SQLITE_OK) {
+            vt->settings_columns = 1;
+            if (sqlite3_prepare_v2(vt->db, "SELECT options FROM main.extractions WHERE id = ?1", -1,
+                                   &vt->settings_stmt, NULL) != SQLITE_OK)
+                return;
+        }
+    }
+    sqlite3_stmt *q = vt->settings_stmt;
     sqlite3_bind_int64(q, 1, id);
     if (sqlite3_step(q) == SQLITE_ROW) {
-        const char *text = (const char *)sqlite3_column_text(q, 0);
-        json_t *opts = text ? json_loads(text, 0, NULL) : NULL;
-        s->intervals = option_u32(opts, "intervals", s->intervals);
-        if (s->intervals == 0) s->intervals = 1;
-        s->interval_examples = option_u32(opts, "interval_examples", s->interval_examples);
-        s->random_examples = option_u32(opts, "random_examples", s->random_examples);
-        json_decref(opts);
-        if (with_thresholds && sqlite3_column_type(q, 1) != SQLITE_NULL) s->dead_threshold = sqlite3_column_double(q, 1);
-        if (with_thresholds && sqlite3_column_type(q, 2) != SQLITE_NULL) s->dense_threshold = sqlite3_column_double(q, 2);
+        if (vt->kind == T_TOP_EXAMPLES) {
+            const char *text = (const char *)sqlite3_column_text(q, 0);
+            json_t *opts = text ? json_loads(text, 0, NULL) : NULL;
+            s->intervals = option_u32(opts, "intervals", s->intervals);
+            if (s->intervals == 0) s->intervals = 1;
+            s->interval_examples = option_u32(opts, "interval_examples", s->interval_examples);
+            s->random_examples = option_u32(opts, "random_examples", s->random_examples);
+            json_decref(opts);
+        }
+        if (vt->settings_columns == 3) {
+            if (sqlite3_column_type(q, 1) != SQLITE_NULL) s->dead_threshold = sqlite3_column_double(q, 1);
+            if (sqlite3_column_type(q, 2) != SQLITE_NULL) s->dense_threshold = sqlite3_column_double(q, 2);
+        }
     }
-    sqlite3_finalize(q);
+    sqlite3_reset(q);
 }
 
 /* ---- the sorted walk ---------------------------------------------------- */
@@ -617,7 +630,7 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     char *msg = NULL;
     c->x = sl_catalog_acquire(vt->catalog, vt->db, has_x, xid, &msg);
     if (!c->x) return set_error(c, msg);
-    read_settings(vt->db, c->x->id, &c->set);
+    read_settings(vt, c->x->id, &c->set);
     c->has_index = vt->kind != T_FEATURES && store_has_index(c->x);
     int by = (idx >> ORDER_SHIFT) & (ORDER_BY_COUNT | ORDER_BY_MAX);
     if (by) {
