@@ -21,6 +21,7 @@
 #include "stats.h"
 #include "store.h"
 #include "tokenizer.h"
+#include "workpool.h"
 
 enum { BUF_FREE, BUF_READY, BUF_BUSY };
 
@@ -45,6 +46,7 @@ struct sl_extraction {
     sl_backend *backend;
     char device[128];
     sl_stats *stats;
+    sl_workpool *pool;   /* compresses a segment's blocks while the writer updates statistics */
     sl_recon_sums recon; /* whole run, writer thread (x_sum [d_in]) */
     sl_segment_ref *segments;
     uint32_t n_segments;
@@ -110,6 +112,7 @@ void sl_extraction_close(sl_extraction *x) {
         free(x->bufs[i].recon.x_sum);
         free(x->bufs[i].tokens);
     }
+    sl_workpool_free(x->pool);
     if (x->backend) x->backend->ops->free(x->backend);
     if (x->lock_fd > 0) close(x->lock_fd); /* releases the flock */
     sl_stats_free(x->stats);
@@ -196,6 +199,11 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
     if (x->backend->ops->batch_seqs) s->batch_size = x->backend->ops->batch_seqs(x->backend);
     x->backend->ops->describe(x->backend, x->device, sizeof x->device);
     snprintf(s->device, sizeof s->device, "%s", x->device);
+    /* On the CPU the GEMMs of the next batch need every core: the compression
+     * threads run at a lower priority and fill the gaps. On the GPU the main thread
+     * mostly waits, so they run as usual. */
+    int low_priority = strcmp(x->backend->ops->name, "cpu") == 0;
+    if (!(x->pool = sl_workpool_new(sl_workpool_default_threads(), low_priority, err))) goto fail;
     return x;
 fail:
     sl_extraction_close(x);
@@ -220,14 +228,18 @@ static void *writer_main(void *arg) {
         sl_err e;
         if (!failed) {
             sl_csr csr = sl_csr_view(&b->csr, (uint32_t)x->shape.d_sae);
+            char path[4200];
+            sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
+            /* The pool compresses the segment's blocks while this thread updates the
+             * statistics from the same (read-only) CSR; finish writes the file. */
+            sl_segment_job *job = NULL;
+            rc = sl_segment_write_start(&job, path, b->first_row, x->shape.seq_len, &csr, b->tokens, 0, x->pool, &e);
             sl_stats_add(x->stats, &csr, b->first_row, b->n_counted);
             x->recon.rows += b->recon.rows;
             x->recon.err_sq += b->recon.err_sq;
             x->recon.x_sq += b->recon.x_sq;
             for (int i = 0; i < x->shape.d_in; i++) x->recon.x_sum[i] += b->recon.x_sum[i];
-            char path[4200];
-            sl_segment_name(path, sizeof path, x->store_dir, b->segment_no);
-            rc = sl_segment_write(path, b->first_row, x->shape.seq_len, &csr, b->tokens, 0, &ss, &e);
+            if (rc == 0) rc = sl_segment_write_finish(job, &ss, &e);
         }
 
         pthread_mutex_lock(&x->mu);

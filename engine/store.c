@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "dtype.h"
+#include "workpool.h"
 
 #define SEG_MAGIC "SAELSEG1"
 #define SEG_VERSION 1u
@@ -216,9 +217,92 @@ static int fsync_parent_dir(const char *path, sl_err *err) {
     return rc;
 }
 
-int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, const sl_csr *csr,
-                     const int32_t *tokens, uint32_t block_rows, sl_segment_stats *stats,
-                     sl_err *err) {
+/* One piece of a segment: a block of rows, or (the last) the token ids. Written by
+ * the worker that encodes it, read by the finishing thread after the job. */
+typedef struct seg_piece {
+    unsigned char *stored; /* inside job->out: LZ4 bytes, or raw when LZ4 did not help */
+    size_t stored_len, raw_len;
+    uint64_t hash; /* XXH64 of stored */
+    uint32_t flags;
+    int oom;
+} seg_piece;
+
+struct sl_segment_job {
+    char *path, *tmp;
+    uint64_t first_row;
+    uint32_t seq_len, block_rows, n_blocks;
+    sl_csr csr;
+    const int32_t *tokens;
+    size_t max_raw;         /* largest raw piece: each worker's scratch */
+    unsigned char *out;     /* every piece's region, worst case each (about the CSR's size) */
+    seg_piece *pieces;      /* [n_blocks + 1] */
+    unsigned char **scratch; /* [workers] raw bytes of the piece being encoded, made on first use */
+    int n_workers;
+    sl_workpool *pool;
+    sl_workjob work;
+};
+
+/* Compresses raw [len] into the piece's region (sized LZ4_compressBound(len) or
+ * more); keeps it raw when LZ4 does not make it smaller. */
+static void store_piece(seg_piece *pc, const unsigned char *raw, size_t len, uint32_t flags) {
+    int clen = len ? LZ4_compress_default((const char *)raw, (char *)pc->stored, (int)len,
+                                          LZ4_compressBound((int)len))
+                   : 0;
+    pc->raw_len = len;
+    if (clen > 0 && (size_t)clen < len) {
+        pc->stored_len = (size_t)clen;
+        flags |= SEG_LZ4;
+    } else {
+        if (len) memcpy(pc->stored, raw, len);
+        pc->stored_len = len;
+    }
+    pc->flags = flags;
+    pc->hash = XXH64(pc->stored, pc->stored_len, 0);
+}
+
+/* Worker: encodes and compresses piece `item` (a block, or the tokens when item ==
+ * n_blocks) with its own scratch, so pieces run in any order on any thread. */
+static void encode_piece(void *ctx, size_t item, int worker) {
+    sl_segment_job *j = ctx;
+    seg_piece *pc = &j->pieces[item];
+    if (!j->scratch[worker] && !(j->scratch[worker] = malloc(j->max_raw + 1))) {
+        pc->oom = 1;
+        return;
+    }
+    unsigned char *raw = j->scratch[worker];
+    const uint32_t n_rows = j->csr.n_rows;
+    if (item < j->n_blocks) {
+        uint32_t r0 = (uint32_t)item * j->block_rows;
+        uint32_t nr = n_rows - r0 < j->block_rows ? n_rows - r0 : j->block_rows;
+        uint32_t flags;
+        size_t raw_len = encode_block(&j->csr, r0, nr, raw, &flags);
+        store_piece(pc, raw, raw_len, flags);
+        return;
+    }
+    /* Token ids as four byte planes: ids < 2^16 leave two planes all zero. */
+    for (uint32_t i = 0; i < n_rows; i++) {
+        uint32_t t = (uint32_t)j->tokens[i];
+        for (int b = 0; b < 4; b++) raw[(size_t)b * n_rows + i] = (unsigned char)(t >> (8 * b));
+    }
+    store_piece(pc, raw, (size_t)n_rows * 4, 0);
+}
+
+static void job_free(sl_segment_job *j) {
+    if (!j) return;
+    if (j->scratch)
+        for (int i = 0; i < j->n_workers; i++) free(j->scratch[i]);
+    free(j->scratch);
+    free(j->pieces);
+    free(j->out);
+    free(j->path);
+    free(j->tmp);
+    free(j);
+}
+
+int sl_segment_write_start(sl_segment_job **job, const char *path, uint64_t first_row, uint32_t seq_len,
+                           const sl_csr *csr, const int32_t *tokens, uint32_t block_rows, sl_workpool *pool,
+                           sl_err *err) {
+    *job = NULL;
     if (!path) return sl_errf(err, "segment write: path is NULL");
     if (!csr) return sl_errf_path(err, path, "invalid segment input: csr is NULL");
     if (validate_input(path, first_row, seq_len, csr, tokens, err)) return -1;
@@ -226,14 +310,13 @@ int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, con
 
     const uint32_t n_rows = csr->n_rows;
     const uint32_t n_blocks = (uint32_t)(((uint64_t)n_rows + block_rows - 1) / block_rows);
-    const uint64_t nnz = csr->row_ptr[n_rows];
     const size_t tok_raw = (size_t)n_rows * 4;
     if (tok_raw > LZ4_MAX_INPUT_SIZE)
         return sl_errf_path(err, path, "segment too large: %" PRIu32 " rows", n_rows);
 
-    /* Worst-case raw size of the largest block, to size the buffers once. LZ4 takes
-     * at most ~2 GB; only absurd blocks (~200M nonzeros) come near it. */
-    uint64_t max_raw = tok_raw;
+    /* Worst-case raw size of each block; every piece gets LZ4_compressBound of it in
+     * `out`. LZ4 takes at most ~2 GB; only absurd blocks (~200M nonzeros) come near. */
+    uint64_t max_raw = tok_raw, out_size = (uint64_t)LZ4_compressBound((int)tok_raw);
     for (uint32_t b = 0; b < n_blocks; b++) {
         uint32_t r0 = b * block_rows, nr = n_rows - r0 < block_rows ? n_rows - r0 : block_rows;
         uint64_t bnnz = csr->row_ptr[r0 + nr] - csr->row_ptr[r0];
@@ -244,20 +327,59 @@ int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, con
                                 " nonzeros); use fewer rows per block",
                                 b, bnnz);
         if (bound > max_raw) max_raw = bound;
+        out_size += (uint64_t)LZ4_compressBound((int)bound);
     }
+    if (out_size > SIZE_MAX / 2) return sl_errf_path(err, path, "segment too large: %" PRIu32 " rows", n_rows);
 
-    char *tmp = malloc(strlen(path) + 5);
-    unsigned char *raw = malloc((size_t)max_raw + 1);
-    size_t comp_cap = (size_t)LZ4_compressBound((int)max_raw);
-    unsigned char *comp = malloc(comp_cap + 1);
-    unsigned char *index = malloc((size_t)n_blocks * SEG_ENTRY_SIZE + 1);
+    sl_segment_job *j = calloc(1, sizeof *j);
+    if (!j) return sl_errf_path(err, path, "out of memory writing segment");
+    j->path = strdup(path);
+    j->tmp = malloc(strlen(path) + 5);
+    j->first_row = first_row;
+    j->seq_len = seq_len;
+    j->block_rows = block_rows;
+    j->n_blocks = n_blocks;
+    j->csr = *csr;
+    j->tokens = tokens;
+    j->max_raw = (size_t)max_raw;
+    j->out = malloc((size_t)out_size + 1);
+    j->pieces = calloc((size_t)n_blocks + 1, sizeof *j->pieces);
+    j->n_workers = sl_workpool_threads(pool) + 1;
+    j->scratch = calloc((size_t)j->n_workers, sizeof *j->scratch);
+    j->pool = pool;
+    if (!j->path || !j->tmp || !j->out || !j->pieces || !j->scratch) {
+        job_free(j);
+        return sl_errf_path(err, path, "out of memory writing segment");
+    }
+    strcpy(j->tmp, path);
+    strcat(j->tmp, ".tmp");
+    unsigned char *region = j->out;
+    for (uint32_t b = 0; b < n_blocks; b++) {
+        uint32_t r0 = b * block_rows, nr = n_rows - r0 < block_rows ? n_rows - r0 : block_rows;
+        uint64_t bnnz = csr->row_ptr[r0 + nr] - csr->row_ptr[r0];
+        j->pieces[b].stored = region;
+        region += LZ4_compressBound((int)((uint64_t)nr * VARINT_MAX + bnnz * (VARINT_MAX + 4)));
+    }
+    j->pieces[n_blocks].stored = region;
+    sl_workpool_start(pool, &j->work, (size_t)n_blocks + 1, encode_piece, j);
+    *job = j;
+    return 0;
+}
+
+int sl_segment_write_finish(sl_segment_job *j, sl_segment_stats *stats, sl_err *err) {
+    sl_workpool_wait(j->pool, &j->work);
+    const char *path = j->path, *tmp = j->tmp;
+    const uint32_t n_rows = j->csr.n_rows, n_blocks = j->n_blocks;
+    const uint64_t nnz = j->csr.row_ptr[n_rows];
+    size_t index_len = (size_t)n_blocks * SEG_ENTRY_SIZE;
+    unsigned char *index = malloc(index_len + 1);
     int fd = -1, rc = -1, e;
-    if (!tmp || !raw || !comp || !index) {
+    int oom = !index;
+    for (uint32_t b = 0; b <= n_blocks; b++) oom |= j->pieces[b].oom;
+    if (oom) {
         sl_errf_path(err, path, "out of memory writing segment");
         goto done;
     }
-    strcpy(tmp, path);
-    strcat(tmp, ".tmp");
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         sl_errf_path(err, path, "cannot create %s: %s", tmp, strerror(errno));
@@ -271,74 +393,45 @@ int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, con
     if ((e = write_all(fd, header, sizeof header))) goto io_error;
     uint64_t off = SEG_HEADER_SIZE;
 
-    for (uint32_t b = 0; b < n_blocks; b++) {
-        uint32_t r0 = b * block_rows, nr = n_rows - r0 < block_rows ? n_rows - r0 : block_rows;
-        uint64_t bnnz = csr->row_ptr[r0 + nr] - csr->row_ptr[r0];
-        uint32_t flags;
-        size_t raw_len = encode_block(csr, r0, nr, raw, &flags);
-        int clen = LZ4_compress_default((const char *)raw, (char *)comp, (int)raw_len,
-                                        (int)comp_cap);
-        const unsigned char *stored = raw;
-        size_t stored_len = raw_len;
-        if (clen > 0 && (size_t)clen < raw_len) { /* keep raw when LZ4 does not help */
-            stored = comp;
-            stored_len = (size_t)clen;
-            flags |= SEG_LZ4;
-        }
-        if ((e = write_all(fd, stored, stored_len))) goto io_error;
+    for (uint32_t b = 0; b < n_blocks; b++) { /* in order, whichever thread encoded them */
+        const seg_piece *pc = &j->pieces[b];
+        uint32_t r0 = b * j->block_rows, nr = n_rows - r0 < j->block_rows ? n_rows - r0 : j->block_rows;
+        if ((e = write_all(fd, pc->stored, pc->stored_len))) goto io_error;
         unsigned char *ent = index + (size_t)b * SEG_ENTRY_SIZE;
         put_u64(ent + 0, off);
-        put_u32(ent + 8, (uint32_t)stored_len);
-        put_u32(ent + 12, (uint32_t)raw_len);
+        put_u32(ent + 8, (uint32_t)pc->stored_len);
+        put_u32(ent + 12, (uint32_t)pc->raw_len);
         put_u32(ent + 16, r0);
         put_u32(ent + 20, nr);
-        put_u64(ent + 24, bnnz);
-        put_u32(ent + 32, flags);
+        put_u64(ent + 24, j->csr.row_ptr[r0 + nr] - j->csr.row_ptr[r0]);
+        put_u32(ent + 32, pc->flags);
         put_u32(ent + 36, 0);
-        put_u64(ent + 40, XXH64(stored, stored_len, 0));
-        off += stored_len;
+        put_u64(ent + 40, pc->hash);
+        off += pc->stored_len;
     }
 
-    /* Token ids as four byte planes: ids < 2^16 leave two planes all zero. */
-    for (uint32_t i = 0; i < n_rows; i++) {
-        uint32_t t = (uint32_t)tokens[i];
-        for (int j = 0; j < 4; j++) raw[(size_t)j * n_rows + i] = (unsigned char)(t >> (8 * j));
-    }
-    uint32_t tok_flags = 0;
-    const unsigned char *tok_stored = raw;
-    size_t tok_len = tok_raw;
-    if (tok_raw) {
-        int clen = LZ4_compress_default((const char *)raw, (char *)comp, (int)tok_raw,
-                                        (int)comp_cap);
-        if (clen > 0 && (size_t)clen < tok_raw) {
-            tok_stored = comp;
-            tok_len = (size_t)clen;
-            tok_flags = SEG_LZ4;
-        }
-    }
+    const seg_piece *tp = &j->pieces[n_blocks];
     uint64_t tok_off = off;
-    if ((e = write_all(fd, tok_stored, tok_len))) goto io_error;
-    off += tok_len;
-
-    size_t index_len = (size_t)n_blocks * SEG_ENTRY_SIZE;
+    if ((e = write_all(fd, tp->stored, tp->stored_len))) goto io_error;
+    off += tp->stored_len;
     if ((e = write_all(fd, index, index_len))) goto io_error;
 
     unsigned char f[SEG_FOOTER_SIZE];
     memcpy(f, SEG_MAGIC, 8);
     put_u32(f + 8, SEG_VERSION);
     put_u32(f + 12, n_rows);
-    put_u64(f + 16, first_row);
-    put_u32(f + 24, csr->n_cols);
-    put_u32(f + 28, seq_len);
-    put_u32(f + 32, block_rows);
+    put_u64(f + 16, j->first_row);
+    put_u32(f + 24, j->csr.n_cols);
+    put_u32(f + 28, j->seq_len);
+    put_u32(f + 32, j->block_rows);
     put_u32(f + 36, n_blocks);
     put_u64(f + 40, nnz);
     put_u64(f + 48, off); /* index offset */
     put_u64(f + 56, tok_off);
-    put_u64(f + 64, tok_len);
-    put_u32(f + 72, tok_flags);
+    put_u64(f + 64, tp->stored_len);
+    put_u32(f + 72, tp->flags);
     put_u32(f + 76, 0);
-    put_u64(f + 80, XXH64(tok_stored, tok_len, 0));
+    put_u64(f + 80, tp->hash);
     put_u64(f + 88, XXH64(index, index_len, 0));
     put_u64(f + 96, XXH64(f, 96, 0));
     if ((e = write_all(fd, f, sizeof f))) goto io_error;
@@ -375,11 +468,17 @@ fail:
     unlink(tmp);
 done:
     if (fd >= 0) close(fd);
-    free(tmp);
-    free(raw);
-    free(comp);
     free(index);
+    job_free(j);
     return rc;
+}
+
+int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, const sl_csr *csr,
+                     const int32_t *tokens, uint32_t block_rows, sl_segment_stats *stats,
+                     sl_err *err) {
+    sl_segment_job *job;
+    if (sl_segment_write_start(&job, path, first_row, seq_len, csr, tokens, block_rows, NULL, err)) return -1;
+    return sl_segment_write_finish(job, stats, err);
 }
 
 /* ---- reader ---- */

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "workpool.h"
 
 /* A batch of rows in compressed-sparse-row form, as produced by the encoder. */
 typedef struct sl_csr {
@@ -52,6 +53,21 @@ void sl_segment_name(char *out, size_t out_size, const char *dir, uint32_t segme
 int sl_segment_write(const char *path, uint64_t first_row, uint32_t seq_len, const sl_csr *csr,
                      const int32_t *tokens, uint32_t block_rows, sl_segment_stats *stats,
                      sl_err *err);
+
+/* The same segment in two steps, its blocks compressed in parallel on pool:
+ * start validates the input and queues one work item per block (encode, LZ4,
+ * XXH64 into the block's own buffer) plus one for the token ids, and returns at
+ * once, so the caller can do other work (the writer thread updates statistics);
+ * finish compresses what is left on the calling thread, then writes the pieces
+ * in order, so the file is byte for byte what sl_segment_write writes whatever
+ * the pool. csr and tokens must stay valid until finish, which always frees the
+ * job. Memory: about LZ4_compressBound of the blocks' worst-case raw size (less
+ * than the CSR itself) plus one block of scratch per thread. pool may be NULL. */
+typedef struct sl_segment_job sl_segment_job;
+int sl_segment_write_start(sl_segment_job **job, const char *path, uint64_t first_row, uint32_t seq_len,
+                           const sl_csr *csr, const int32_t *tokens, uint32_t block_rows, sl_workpool *pool,
+                           sl_err *err);
+int sl_segment_write_finish(sl_segment_job *job, sl_segment_stats *stats, sl_err *err);
 
 typedef struct sl_segment sl_segment;
 
