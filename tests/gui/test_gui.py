@@ -200,8 +200,9 @@ def page_url(path, **params):
 def chromium(*args):
     """Runs headless Chromium with a profile of its own; returns stdout."""
     profile = os.path.join(ARGS.work, "chromium-profile")
-    cmd = [ARGS.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--no-first-run", "--user-data-dir=" + profile] + list(args)
+    # --no-sandbox: CI runs as root; --disable-dev-shm-usage: containers have a small /dev/shm
+    cmd = [ARGS.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--hide-scrollbars", "--no-first-run", "--user-data-dir=" + profile] + list(args)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
                        env=child_env(False))
     if p.returncode != 0:
@@ -686,6 +687,9 @@ def test_probe():
     got = [(cell(r, "position"), cell(r, "feature_id")) for r in page.rows]
     check_equal(got, [(p, f) for p, _, _, f, _ in want if f == "1"],
                 "probe?feature_id=1: the tokens whose byte is 1 mod 32")
+    page = load("probe", text=text, per_token="three", extraction_id=IDS["lm"])
+    check_equal([cell(r, "token") for r in page.rows], ["not a whole number: per_token = 'three'"],
+                "probe?per_token=three: says it is not a whole number")
     page = load("probe", text=text)
     check(page.errors and not page.rows, "probe on the default extraction (stored activations, no model): "
           "an error on the page", repr(page.errors))
