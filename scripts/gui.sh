@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serves a saelite database in Datasette with the extension loaded, the pages of
-# sql/datasette/metadata.yaml (features list, feature page) and the plugin in
-# sql/datasette/plugins. Connections are read-only; see docs/GUI.md.
+# sql/datasette/metadata.yaml (features, feature, examples, probe, density) and the
+# plugin in sql/datasette/plugins. Connections are read-only and refuse
+# extract_features; see docs/GUI.md.
 #
 # Usage: scripts/gui.sh [DB] [--port N] [--host ADDR] [--ext PATH] [-- DATASETTE OPTIONS...]
 #   DB      default build/demo.db (made by scripts/demo.sh)
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --host) host="$2"; shift 2 ;;
     --ext) ext="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     -*) echo "gui.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) db="$1"; shift ;;
   esac
