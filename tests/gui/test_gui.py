@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -763,14 +764,13 @@ def main():
     ARGS = parse_args()
     find_tools()
     if ARGS.screenshots:
-        ARGS.work = os.path.realpath(os.path.join(ROOT, "build", "tmp", "gui-screenshots"))
-        shutil.rmtree(ARGS.work, ignore_errors=True)
-        os.makedirs(ARGS.work)
+        ARGS.work = os.path.realpath(tempfile.mkdtemp(prefix="saelite-gui-"))
         start_server(os.path.realpath(ARGS.db), ARGS.work)
         try:
             h.run_tests(take_screenshots)
         finally:
             stop_server()
+            shutil.rmtree(ARGS.work, ignore_errors=True)
         return
     tmp = os.path.abspath(ARGS.tmp)
     shutil.rmtree(tmp, ignore_errors=True)
