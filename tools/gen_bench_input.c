@@ -2,7 +2,7 @@
  * benchmark (bench/run_bench.sh).
  *
  *   gen_bench_input OUTDIR [--tokens N] [--seq-len L] [--d-in D] [--d-sae S]
- *                          [--active A] [--dtype f16|f32|bf16]
+ *                          [--active A] [--dtype f16|f32|bf16] [--density uniform|lognormal]
  *                          [--arch standard|topk] [--seed S]
  *
  * Output:
@@ -16,6 +16,11 @@
  * b_enc[f] = -z where P(Z > z) = A / S, so each feature fires with probability
  * A / S and a token has A active features on average (binomial, std ~ sqrt(A)).
  * For topk, b_enc = 0 and cfg "k" = A: exactly A per token.
+ * --density lognormal (standard arch): feature f fires with its own probability p_f,
+ * log10 p_f ~ N(mu, 0.75) with mu set so that the mean of p_f is still A / S (capped
+ * at 0.5), b_enc[f] = -z_f with P(Z > z_f) = p_f. Like a trained SAE's density
+ * histogram: most features rare, a few firing on a large share of tokens, so one
+ * feature can hold a large part of the store's nonzeros.
  *
  * Everything is streamed to disk in chunks; only W_enc (D*S floats) is held in
  * memory, to normalise its columns. */
@@ -163,7 +168,8 @@ static uint64_t parse_u64(const char *opt, const char *s) {
 static void usage(void) {
     fprintf(stderr,
             "usage: gen_bench_input OUTDIR [--tokens N] [--seq-len L] [--d-in D] [--d-sae S]\n"
-            "                       [--active A] [--dtype f16|f32|bf16] [--arch standard|topk] [--seed S]\n");
+            "                       [--active A] [--dtype f16|f32|bf16] [--arch standard|topk] [--seed S]\n"
+            "                       [--density uniform|lognormal]\n");
     exit(2);
 }
 
@@ -174,7 +180,7 @@ static double now_s(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *outdir = NULL, *dtype = "f16", *arch = "standard";
+    const char *outdir = NULL, *dtype = "f16", *arch = "standard", *density = "uniform";
     uint64_t tokens = 1048576, seq_len = 128, d_in = 768, d_sae = 24576, active = 64, seed = 1234;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -193,6 +199,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) seed = parse_u64(a, v);
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--arch")) arch = v;
+        else if (!strcmp(a, "--density")) density = v;
         else usage();
     }
     if (!outdir) usage();
@@ -203,6 +210,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(dtype, "f32")) st_dtype = "F32", esz = 4;
     else {
         fprintf(stderr, "gen_bench_input: --dtype must be f16, f32 or bf16\n");
+        return 2;
+    }
+    int lognormal = 0;
+    if (!strcmp(density, "lognormal")) lognormal = 1;
+    else if (strcmp(density, "uniform") != 0) {
+        fprintf(stderr, "gen_bench_input: --density must be uniform or lognormal\n");
         return 2;
     }
     int topk = 0;
@@ -276,7 +289,19 @@ int main(int argc, char **argv) {
     };
     write_st_header(f, path, we, 4);
     xwrite(w, n_enc * sizeof(float), f, path);
-    for (uint64_t fi = 0; fi < d_sae; fi++) row[fi] = topk ? 0.0f : (float)-z;
+    if (lognormal && !topk) {
+        /* log10 p ~ N(mu, sigma): E[p] = 10^mu * exp((sigma ln 10)^2 / 2) = A / S. */
+        const double sigma = 0.75, ln10 = 2.302585092994046;
+        double mu = log10((double)active / (double)d_sae) - sigma * sigma * ln10 / 2;
+        rng dr;
+        rng_seed(&dr, seed ^ 0x5eed5eedull);
+        for (uint64_t fi = 0; fi < d_sae; fi++) {
+            double p = pow(10.0, mu + sigma * rng_normal(&dr));
+            row[fi] = (float)-normal_upper_quantile(p > 0.5 ? 0.5 : p);
+        }
+    } else {
+        for (uint64_t fi = 0; fi < d_sae; fi++) row[fi] = topk ? 0.0f : (float)-z;
+    }
     xwrite(row, d_sae * sizeof(float), f, path);
     /* W_dec: unit-norm rows (the decoder does not enter the encode path). */
     double dscale = 1.0 / sqrt((double)d_in);
@@ -338,6 +363,10 @@ int main(int argc, char **argv) {
            topk ? "topk" : "standard", d_in, d_sae, tokens, n_seq, seq_len, st_dtype);
     if (topk)
         printf("  k = %" PRIu64 " active features per token\n", active);
+    else if (lognormal)
+        printf("  b_enc[f] = -z_f, log10 P(feature f fires) ~ N(mu, 0.75), mean %" PRIu64 "/%" PRIu64
+               " (about %" PRIu64 " active per token)\n",
+               active, d_sae, active);
     else
         printf("  b_enc = -%.6f (P(N(0,1) > z) = %" PRIu64 "/%" PRIu64 "): expected %.2f active per token\n", z,
                active, d_sae, (double)d_sae * 0.5 * erfc(z / sqrt(2.0)));

@@ -23,7 +23,7 @@ ACTIVE = 64  # features per token the benchmark SAEs are made to fire
 # sae_tokens: the SAE-only store the queries run on (>= 10M nonzeros in the full suite).
 MODES = {
     "quick": dict(model_seqs=32, topk_seqs=32, profile_seqs=16, sae_tokens=65536, sae_topk_tokens=32768,
-                  scale_tokens=[8192, 32768, 65536], scale_dsae=[4096, 16384, 24576, 65536],
+                  scale_tokens=[8192, 32768, 65536], scale_dsae=[4096, 24576, 65536],
                   scale_dsae_tokens=8192, query_seconds=1.5),
     "full": dict(model_seqs=512, topk_seqs=256, profile_seqs=64, sae_tokens=262144, sae_topk_tokens=131072,
                  scale_tokens=[16384, 65536, 262144, 1048576], scale_dsae=[4096, 16384, 24576, 65536],
@@ -210,11 +210,21 @@ class Suite:
         return r
 
     def sgemm(self, m, k, n, seconds, env=None):
-        out = sh([os.path.join(self.build, "sgemm_flops"), "--m", str(m), "--k", str(k), "--n", str(n),
-                  "--seconds", str(seconds)], env=env)
+        """sgemm GFLOP/s (wall), and per CPU-second of the process (GNU time): the second is
+        what the shape gets from each busy core whatever else runs on the machine."""
+        cmd = [os.path.join(self.build, "sgemm_flops"), "--m", str(m), "--k", str(k), "--n", str(n),
+               "--seconds", str(seconds)]
+        tf = os.path.join(self.work, "sgemm.time")
+        if self.timev:
+            cmd = [self.timev, "-f", "%e %U %S", "-o", tf, *cmd]
+        out = sh(cmd, env=env)
         vals = dict(line.split(None, 1) for line in out.strip().splitlines() if " " in line)
-        return {"m": m, "k": k, "n": n, "gflops": float(vals["sgemm_gflops"]), "threads": vals.get("sgemm_threads"),
-                "config": vals.get("sgemm_config", "").strip()}
+        r = {"m": m, "k": k, "n": n, "gflops": float(vals["sgemm_gflops"]), "threads": vals.get("sgemm_threads"),
+             "config": vals.get("sgemm_config", "").strip()}
+        if self.timev:
+            wall, user, sys_ = (float(x) for x in open(tf).read().split()[-3:])
+            r["gflops_per_cpu_s"] = r["gflops"] * wall / max(user + sys_, 1e-9)
+        return r
 
     # ---- steps ----
     def step_build(self):
@@ -289,6 +299,7 @@ class Suite:
             r["flops_per_token"] = f
             r["gemm_bound_tokens_per_s"] = self.res["sgemm_peak_gflops"] * 1e9 / f["total"]
             r["ratio_to_gemm_bound"] = r["tokens_per_s"] / r["gemm_bound_tokens_per_s"]
+            self.cpu_ratio(r, max(v.get("gflops_per_cpu_s", 0) for v in self.res["sgemm"].values()))
             self.res["runs"]["model-" + arch] = r
             log("model %s: %.0f tokens/s, %.3f of the GEMM-bound limit" % (arch, r["tokens_per_s"],
                                                                           r["ratio_to_gemm_bound"]))
@@ -332,12 +343,19 @@ class Suite:
             wall, run["wall_s"], pj["ratio_end_to_end"], pj["compare"]["ok"]))
         self.save()
 
+    @staticmethod
+    def cpu_ratio(r, gflops_per_cpu_s):
+        """The same ratio in CPU time: tokens per CPU-second of the run against sgemm FLOP per
+        CPU-second; much less sensitive to other work on the machine than the wall ratio."""
+        if r.get("cpu_s") and gflops_per_cpu_s:
+            r["ratio_cpu_time"] = (r["tokens"] / r["cpu_s"]) / (gflops_per_cpu_s * 1e9 / r["flops_per_token"]["total"])
+
     def gen_acts(self, tokens, d_sae, arch):
         d = os.path.join(self.work, "acts-%s-%d-%d" % (arch, d_sae, tokens))
         if not os.path.exists(os.path.join(d, "acts.safetensors")):
             sh([os.path.join(self.build, "gen_bench_input"), d, "--tokens", str(tokens), "--seq-len", str(SEQ_LEN),
                 "--d-in", str(D_MODEL), "--d-sae", str(d_sae), "--active", str(ACTIVE), "--dtype", "f16",
-                "--arch", arch, "--seed", "1234"])
+                "--arch", arch, "--seed", "1234", "--density", "lognormal" if arch == "standard" else "uniform"])
             subprocess.run(["sync"])
         return d
 
@@ -350,6 +368,7 @@ class Suite:
         r["flops_per_token"] = {"sae": 2 * D_MODEL * d_sae, "total": 2 * D_MODEL * d_sae}
         r["gemm_bound_tokens_per_s"] = self.res["sgemm"]["sae_encoder"]["gflops"] * 1e9 / (2 * D_MODEL * d_sae)
         r["ratio_to_gemm_bound"] = r["tokens_per_s"] / r["gemm_bound_tokens_per_s"]
+        self.cpu_ratio(r, self.res["sgemm"]["sae_encoder"].get("gflops_per_cpu_s", 0))
         r["delphi_bytes"] = delphi_bytes(r["nnz"], r["tokens"] // SEQ_LEN, SEQ_LEN, d_sae)
         r["dense_fp16_bytes"] = r["tokens"] * d_sae * 2
         if not keep_input:
@@ -381,6 +400,8 @@ class Suite:
         q = [("features_sorted", "SELECT * FROM features WHERE extraction_id = %d ORDER BY frequency DESC" % eid),
              ("features_top50", "SELECT * FROM features WHERE extraction_id = %d ORDER BY frequency DESC LIMIT 50" % eid),
              ("top_examples_one", "SELECT * FROM top_examples WHERE extraction_id = %d AND feature_id = %d AND kind = 'top'"
+              % (eid, f_med["feature_id"])),
+             ("top_examples_all_kinds", "SELECT * FROM top_examples WHERE extraction_id = %d AND feature_id = %d"
               % (eid, f_med["feature_id"])),
              ("feature_stats_one", "SELECT * FROM feature_stats WHERE extraction_id = %d AND feature_id = %d"
               % (eid, f_med["feature_id"])),

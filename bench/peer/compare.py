@@ -8,15 +8,17 @@ saelite's side is read through SQL (the sqlite3 shell, -json), the peer's from O
 Prints one JSON object; exits 1 when a check fails.
 
 Checks (the two sides compute in different orders, OpenBLAS vs torch, so values agree to
-float32 rounding, and a pre-activation within rounding of 0 may be active on one side only):
+float32 rounding at the scale of the pre-activations (order 1), and a pre-activation within
+rounding of 0 may be active on one side only). Differences below are relative to
+max(|value|, 1):
   n_tokens    saelite's n_tokens equals the peer's encoded tokens (same packing, same BOS);
   n_active    per feature; total |difference| at most 1e-3 of all nonzeros;
   max, mean   relative difference at most 1e-4 (max, where both are active) and 1e-3 (mean,
               where n_active is equal);
   top k       per feature, no example listed twice, the same example has the same activation
-              (within 1e-4 x the feature's max), and the (sequence, position) sets are equal, except
-              for examples whose activation is within 1e-4 x the feature's max of the k-th one
-              (ties at the cut); rank 1 is the same example unless the top two are that close.
+              (within 1e-4 x max(feature's max, 1)), and the (sequence, position) sets are equal,
+              except for examples whose activation is that close to the k-th one (ties at the
+              cut); rank 1 is the same example unless the top two are that close.
 """
 import argparse
 import json
@@ -68,7 +70,9 @@ def main():
     res["nnz_saelite"], res["nnz_peer"] = int(s_n.sum()), int(p_n.sum())
     ok &= dn.sum() <= max(1, 1e-3 * s_n.sum())
     both = (s_n > 0) & (p_n > 0)
-    rel = lambda x, y: np.abs(x - y) / np.maximum(np.abs(y), 1e-12)
+    # relative to the value, with a floor of 1 (the pre-activations' scale: tiny activations
+    # of rare features carry the absolute rounding of a pre-activation of order 1)
+    rel = lambda x, y: np.abs(x - y) / np.maximum(np.abs(y), 1.0)
     res["max_rel_diff"] = float(rel(s_max[both], p_max[both]).max()) if both.any() else 0.0
     same = both & (s_n == p_n)  # a near-zero activation on one side only moves the mean of a rare feature
     res["mean_rel_diff"] = float(rel(s_mean[same], p_mean[same]).max()) if same.any() else 0.0
@@ -94,7 +98,7 @@ def main():
             differ += 1
             continue
         cut = min(s[-1][0], p[-1][0])
-        tol = 1e-4 * max(s[0][0], p[0][0])  # float32 rounding of the largest value
+        tol = 1e-4 * max(s[0][0], p[0][0], 1.0)  # float32 rounding at the pre-activations' scale
         ss, ps = {r for _, r in s}, {r for _, r in p}
         pv = dict((r, v) for v, r in p)
         if len(ss) != len(s) or len(ps) != len(p) or any(abs(v - pv[r]) > tol for v, r in s if r in pv):

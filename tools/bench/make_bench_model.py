@@ -21,9 +21,11 @@ directions would fire arbitrarily often. The model is run here (a numpy GPT-2 fo
 over calibration tokens (the first sequences of --calib-text when the `tokenizers`
 package is present, else random ids) up to the hook; each encoder column w_f (random,
 unit norm) is divided by the spread of x . w_f over those tokens and b_enc centres it, so
-every pre-activation is standardised. standard: b_enc also subtracts the empirical
-(1 - active/d_sae) quantile, so each feature fires on a fraction active/d_sae of tokens;
-topk: k = active. center_writing_weights is off in the metadata (the model is random).
+every pre-activation is standardised. standard: b_enc also subtracts the (1 - p_f)
+quantile, so feature f fires on a fraction p_f of tokens, about --active a token in all;
+topk: k = active. Per-feature densities follow a log-normal (log10 p ~ N(mu, 0.75),
+mean active/d_sae) as a trained SAE's do. center_writing_weights is off in the metadata
+(the model is random).
 """
 import argparse
 import json
@@ -32,6 +34,7 @@ import os
 import shutil
 import struct
 import sys
+from statistics import NormalDist
 
 import numpy as np
 
@@ -155,13 +158,30 @@ def make_sae(rng, x, arch, d_sae, active, hook, T):
     w_enc = rng.normal(0, 1, (d_in, d_sae)).astype(np.float32)
     w_enc /= np.linalg.norm(w_enc, axis=0, keepdims=True)
     b_enc = np.empty(d_sae, dtype=np.float32)
-    q = 1.0 - active / d_sae
+    # Per-feature firing probability: log10 p ~ N(mu, 0.75) with mean p = active / d_sae
+    # (a trained SAE's density histogram: most features rare, a few dense), capped at 0.5.
+    sigma = 0.75
+    mu = math.log10(active / d_sae) - sigma * sigma * math.log(10) / 2
+    p = np.minimum(10.0 ** (mu + sigma * rng.standard_normal(d_sae)), 0.5)
+    gauss = np.array([NormalDist().inv_cdf(1.0 - pf) for pf in p])
     for lo in range(0, d_sae, 4096):  # [n, 4096] at a time: bounded memory at d_sae 64k
-        pre = x @ w_enc[:, lo:lo + 4096]
+        hi = min(lo + 4096, d_sae)
+        pre = x @ w_enc[:, lo:hi]
         mean, std = pre.mean(0), pre.std(0) + 1e-12
-        w_enc[:, lo:lo + 4096] /= std
-        z = (pre - mean) / std
-        b_enc[lo:lo + 4096] = -mean / std - (np.quantile(z, q, axis=0) if arch == "standard" else 0.0)
+        w_enc[:, lo:hi] /= std
+        if arch == "standard":
+            # the (1 - p) quantile of the standardised pre-activation: empirical where the
+            # calibration tokens hold at least 20 above it, else the Gaussian tail
+            z = np.sort((pre - mean) / std, axis=0)
+            # midway between two order statistics: a threshold equal to a calibration token's
+            # value would put that token (which the benchmark data contains) exactly at 0
+            idx = np.clip(np.floor((1.0 - p[lo:hi]) * (n - 1)).astype(np.int64), 0, n - 2)
+            cols = np.arange(hi - lo)
+            emp = 0.5 * (z[idx, cols] + z[idx + 1, cols])
+            thr = np.where(p[lo:hi] * n >= 20, emp, gauss[lo:hi])
+        else:
+            thr = 0.0
+        b_enc[lo:hi] = -mean / std - thr
     w_dec = rng.normal(0, 1, (d_sae, d_in)).astype(np.float32)
     w_dec /= np.linalg.norm(w_dec, axis=1, keepdims=True)
     cfg = {
