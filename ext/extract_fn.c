@@ -463,9 +463,22 @@ static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, jso
     sqlite3_free(label);
 }
 
+/* A read-only connection must not start a run: the run writes files and its
+ * bookkeeping goes through a second, read-write connection that the caller's
+ * read-only mode would not cover. */
+static int refuse_read_only(sqlite3_context *ctx, sqlite3 *db, const char *fn) {
+    if (sqlite3_db_readonly(db, "main") != 1) return 0;
+    char *msg = sqlite3_mprintf("%s: the database is open read-only; an extraction writes a store and "
+                                "records it in extractions (open the database read-write)", fn);
+    sqlite3_result_error(ctx, msg, -1);
+    sqlite3_free(msg);
+    return 1;
+}
+
 static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
     char *msg = NULL, *store = NULL;
+    if (refuse_read_only(ctx, db, "extract_features")) return;
     json_t *opts = parse_options(argc, argv, &msg);
     if (!opts) {
         sqlite3_result_error(ctx, msg, -1);
@@ -518,6 +531,7 @@ static void resume_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value *
     (void)argc;
     sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
     sqlite3_stmt *q = NULL;
+    if (refuse_read_only(ctx, db, "resume_extraction")) return;
     json_t *opts = NULL;
     char *msg = NULL;
     int64_t id = sqlite3_value_int64(argv[0]);

@@ -127,6 +127,22 @@ def test_option_errors():
           "option errors write no store")
 
 
+def test_read_only_connection():
+    """A read-only connection cannot start or resume a run (they write files and rows)."""
+    ro = "file:%s?mode=ro" % DB
+    n_before = h.scalar(DB, "SELECT count(*) FROM extractions")
+    store = h.tmp_path("store_ro")
+    h.expect_error(ro, h.extract_sql(**h.planted_opts(store)), "read-only", "extract_features",
+                   what="extract_features on a read-only connection")
+    h.expect_error(ro, "SELECT resume_extraction(%d)" % STATE["good"], "read-only", "resume_extraction",
+                   what="resume_extraction on a read-only connection")
+    check(not os.path.exists(store), "read-only refusal writes no store")
+    check_equal(h.scalar(DB, "SELECT count(*) FROM extractions"), n_before,
+                "read-only refusal adds no extractions row")
+    check_equal(len(h.query(ro, "SELECT * FROM top_examples WHERE kind = 'top'")) > 0, True,
+                "a read-only connection still browses")
+
+
 def test_good_extraction_unchanged():
     check(h.dump(DB) == STATE["before"], "default tables unchanged after the failures")
     check(h.dump(DB, STATE["good"]) == STATE["before_explicit"],
@@ -139,4 +155,4 @@ def test_good_extraction_unchanged():
 if __name__ == "__main__":
     h.run_tests(test_good_extraction, test_sae_errors, test_activation_errors,
                 test_malformed_safetensors, test_tokenizer_errors, test_store_not_empty,
-                test_option_errors, test_good_extraction_unchanged)
+                test_option_errors, test_read_only_connection, test_good_extraction_unchanged)
