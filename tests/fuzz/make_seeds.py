@@ -11,6 +11,7 @@ after changing it or a harness's input layout. Standard library only; the output
 deterministic.
 """
 import json
+import math
 import os
 import random
 import shutil
@@ -581,6 +582,90 @@ def seeds_store_files():
 
 
 # ---------------------------------------------------------------------------------------
+# index.sli (docs/STORE_FORMAT.md, feature index); fuzz_findex: mode byte (bit 0: the
+# harness recomputes the checksums first), then the file
+# ---------------------------------------------------------------------------------------
+def varint64(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _f16_exact(v):
+    return struct.unpack("<e", struct.pack("<e", v))[0] == v
+
+
+def _percentile(sorted_vals, q):
+    h = q * (len(sorted_vals) - 1)
+    i = int(math.floor(h))
+    if i >= len(sorted_vals) - 1:
+        return sorted_vals[-1]
+    t, a, b = h - i, sorted_vals[i], sorted_vals[i + 1]
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
+def findex_file(postings, n_rows, lz4_features=()):
+    """postings: per feature a list of (row, value), rows ascending."""
+    data, entries, off, nnz = bytearray(), bytearray(), 64, 0
+    for f, ps in enumerate(postings):
+        if not ps:
+            entries += struct.pack("<QQQQIfffQ", off, 0, 0, 0, 0, math.nan, math.nan, math.nan, xxh64(b""))
+            continue
+        raw, nxt = bytearray(), 0
+        for row, _ in ps:
+            raw += varint64(row - nxt)
+            nxt = row + 1
+        vals = [v for _, v in ps]
+        fp16 = all(_f16_exact(v) for v in vals)
+        if fp16:
+            halves = [struct.unpack("<H", struct.pack("<e", v))[0] for v in vals]
+            raw += bytes(h & 0xFF for h in halves) + bytes(h >> 8 for h in halves)
+        else:
+            raw += struct.pack("<%df" % len(vals), *vals)
+        stored, flags = bytes(raw), 1 if fp16 else 0
+        if f in lz4_features:
+            c = lz4_compress(bytes(raw))
+            if len(c) < len(raw):
+                stored, flags = c, flags | 2
+        sv = sorted(vals)
+        entries += struct.pack("<QQQQIfffQ", off, len(ps), len(stored), len(raw), flags, _percentile(sv, 0.5),
+                               _percentile(sv, 0.9), _percentile(sv, 0.99), xxh64(stored))
+        data += stored
+        off += len(stored)
+        nnz += len(ps)
+    head = b"SAELIDX1" + struct.pack("<IIQQQQQ", 1, len(postings), n_rows, nnz, 64 + len(data), xxh64(bytes(entries)), 0)
+    return head + struct.pack("<Q", xxh64(head)) + bytes(data) + bytes(entries)
+
+
+def seeds_findex():
+    rng = random.Random(11)
+    s = {}
+    n_rows = 300
+    post = [[] for _ in range(6)]
+    for row in range(n_rows):
+        post[1].append((row, 1.5))  # dense: LZ4 pays
+        if rng.random() < 0.2:
+            post[2].append((row, struct.unpack("<e", struct.pack("<e", rng.uniform(0.1, 9)))[0]))
+        if rng.random() < 0.05:
+            post[4].append((row, struct.unpack("<f", struct.pack("<f", rng.uniform(0.1, 9) * 1e-6))[0]))
+    post[5] = [(0, 1.0), (1, 2.0), (2, 3.0), (297, 4.0)]
+    good = findex_file(post, n_rows, lz4_features=(1,))
+    s["index"] = b"\x00" + good
+    s["index_raw"] = b"\x01" + findex_file(post, n_rows)
+    s["index_one_dead"] = b"\x00" + findex_file([[]], 0)
+    s["index_big_row"] = b"\x01" + findex_file([[(0, 1.0), (2 ** 40, 2.0)]], 2 ** 40 + 1)
+    bad = bytearray(good)
+    bad[70] ^= 0x20
+    s["bad_index_feature"] = b"\x00" + bytes(bad)
+    s["bad_index_truncated"] = b"\x00" + good[:-20]
+    s["bad_index_rows"] = b"\x01" + findex_file([[(5, 1.0), (9, 2.0)]], 8)
+    return s
+
+
+# ---------------------------------------------------------------------------------------
 # datasets; fuzz_dataset: mode byte (0 .npy, 1 .safetensors, 2 .bin u16, 3 .bin u32,
 # 4 .jsonl, 5 .txt lines, 6 .txt whole file, 7 .jsonl with field "t"), then the file
 # ---------------------------------------------------------------------------------------
@@ -636,6 +721,7 @@ HARNESSES = {
     "fuzz_segment": seeds_segment,
     "fuzz_store_files": seeds_store_files,
     "fuzz_dataset": seeds_dataset,
+    "fuzz_findex": seeds_findex,
 }
 
 
