@@ -3,13 +3,17 @@
  *
  * At creation: pick device 0, upload the model's weights (up to the hook's layer)
  * and the SAE's once, size the batch (from free memory when the user gave no
- * batch_size), allocate every batch buffer. Per batch, on one stream:
- *   input (ids or stored activations) -> pinned -> device
- *   model forward to the hook (pipeline.cuh: kernels.cuh + cuBLAS), centring,
- *   compaction of the included rows (their indices, computed on the host)
- *   per chunk of rows: SAE encode (cuBLAS GEMM + activation kernels),
- *   dense -> CSR with cuSPARSE's DenseToSparse, CSR -> pinned -> the caller's
- *   sl_csr_builder, with empty rows for the excluded ones.
+ * batch_size), allocate every batch buffer. Per batch:
+ *   model runs: ids -> pinned -> device, forward to the hook (pipeline.cuh:
+ *   kernels.cuh + cuBLAS), centring, compaction of the included rows (their
+ *   indices, computed on the host), all on the compute stream;
+ *   then sl_encode_batch (pipeline.cuh), chunks of K rows on three streams: the
+ *   compute stream encodes chunk j (cuBLAS GEMM + activation kernels), turns it
+ *   into a CSR (top-k: k_topk_csr straight from the selection; others: cuSPARSE
+ *   DenseToSparse) and computes its reconstruction sums, while the D2H stream
+ *   copies chunk j - 1's CSR into pinned memory and the host appends chunk j - 2
+ *   to the caller's sl_csr_builder; stored activations are gathered on the host
+ *   into pinned memory chunk by chunk and go up on the H2D stream ahead of use.
  * run() returns when the batch's CSR is on the host; the engine's writer thread
  * meanwhile compresses and writes the previous batch (engine/extract.c).
  *
@@ -46,7 +50,9 @@ typedef struct cuda_backend {
     int device;
     char name[256];
     size_t total_mem;
-    cudaStream_t stream;
+    cudaStream_t stream;               /* compute: kernels, cuBLAS, cuSPARSE */
+    cudaStream_t streams[SL_N_STREAMS]; /* [SL_S_COMPUTE] = stream, then D2H and H2D */
+    cudaEvent_t events[SL_N_EVENTS];
     cublasHandle_t blas;
     cusparseHandle_t sparse;
     cudaEvent_t ev_start, ev_end;
@@ -62,28 +68,17 @@ typedef struct cuda_backend {
 
     /* batch buffers (device) */
     uint32_t max_seqs, seq_len;
-    size_t max_rows, chunk_rows;
+    size_t max_rows;
     float *d_ws;          /* sl_dev_model_ws_floats(max_seqs, T) */
     sl_dev_model_ws ws;   /* ws.ids [max_rows] */
-    float *d_act;         /* [max_rows, D] stored activations (no model) */
-    int32_t *d_rows;      /* [max_rows] rows that go to the SAE */
-    float *d_xc;          /* [max_rows, D] those rows, compacted */
-    float *d_xin;         /* [chunk_rows, D] normalized SAE input */
-    float *d_dense;       /* [chunk_rows, S] activations */
-    float *d_mag;         /* [chunk_rows, S] gated magnitude path, else NULL */
-    int32_t *d_csr_off;   /* [chunk_rows + 1] */
-    int32_t *d_csr_col;   /* [chunk_rows * S] worst case */
-    float *d_csr_val;     /* [chunk_rows * S] worst case */
+    int32_t *d_rows;      /* [max_rows] rows that go to the SAE (model runs) */
+    sl_batch_bufs bb;     /* the SAE's: compacted rows, chunk buffers, the two CSR slots */
     void *d_sp_buf;       /* cuSPARSE DenseToSparse workspace */
     size_t sp_buf_bytes;
 
-    /* pinned host buffers */
-    void *h_in;           /* [max_rows] ids or [max_rows, D] activations */
+    /* pinned host buffers (and bb's) */
+    int32_t *h_ids;       /* [max_rows] model input */
     int32_t *h_rows;      /* [max_rows] */
-    int32_t *h_off;       /* [chunk_rows + 1] */
-    int32_t *h_col;       /* [h_nnz_cap] */
-    float *h_val;         /* [h_nnz_cap] */
-    size_t h_nnz_cap;
 } cuda_backend;
 
 /* ---- the includer's half of pipeline.cuh ------------------------------------- */
@@ -107,23 +102,134 @@ static int sl_launched(sl_pipe *p, const char *kernel, const char *file, int lin
     return sl_cuda_fail(&b->where, 0, call, cudaGetErrorString(e), file, line);
 }
 
+static int sl_copy(sl_pipe *p, void *dst, const void *src, size_t bytes, int stream) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    CUDA_CHECK(&b->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, b->streams[stream]));
+    return 0;
+}
+
+static int sl_record(sl_pipe *p, int event, int stream) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    CUDA_CHECK(&b->where, cudaEventRecord(b->events[event], b->streams[stream]));
+    return 0;
+}
+
+static int sl_wait(sl_pipe *p, int stream, int event) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    CUDA_CHECK(&b->where, cudaStreamWaitEvent(b->streams[stream], b->events[event], 0));
+    return 0;
+}
+
+static int sl_host_wait(sl_pipe *p, int event) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    CUDA_CHECK(&b->where, cudaEventSynchronize(b->events[event]));
+    return 0;
+}
+
+static int dev_alloc(cuda_backend *b, void **p, size_t bytes, int batch);
+
+/* Dense rows [n, S] -> the slot's device CSR with cuSPARSE's DenseToSparse on the
+ * compute stream. The nonzero count comes back to the host from the analysis
+ * (cusparseSpMatGetSize), so this waits for the chunk's encode. */
+static int sl_dense_to_csr(sl_pipe *p, const float *dense, size_t n, int S, sl_chunk_slot *slot) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    sl_cuda_where *w = &b->where;
+    cusparseDnMatDescr_t dn;
+    cusparseSpMatDescr_t sp;
+    CUSPARSE_CHECK(w, cusparseCreateDnMat(&dn, (int64_t)n, (int64_t)S, (int64_t)S, (void *)dense, CUDA_R_32F,
+                                          CUSPARSE_ORDER_ROW));
+    cusparseStatus_t st = cusparseCreateCsr(&sp, (int64_t)n, (int64_t)S, 0, slot->d_off, NULL, NULL,
+                                            CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I, CUSPARSE_INDEX_BASE_ZERO,
+                                            CUDA_R_32F);
+    if (st != CUSPARSE_STATUS_SUCCESS) {
+        cusparseDestroyDnMat(dn);
+        CUSPARSE_CHECK(w, st);
+    }
+    int64_t rows = 0, cols = 0, nnz = 0;
+    size_t need = 0;
+    int rc = -1;
+    /* One exit so that the descriptors are destroyed: the checks jump to done. */
+#define STEP(call)                                                                                               \
+    do {                                                                                                         \
+        cusparseStatus_t s_ = (call);                                                                            \
+        if (s_ != CUSPARSE_STATUS_SUCCESS) {                                                                     \
+            sl_cuda_fail(w, s_ == CUSPARSE_STATUS_ALLOC_FAILED, #call, cusparseGetErrorString(s_), __FILE__,     \
+                         __LINE__);                                                                              \
+            goto done;                                                                                           \
+        }                                                                                                        \
+    } while (0)
+    STEP(cusparseDenseToSparse_bufferSize(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, &need));
+    if (need > b->sp_buf_bytes) {
+        if (cudaStreamSynchronize(b->stream) != cudaSuccess) { /* the old workspace may be in use */
+            sl_cuda_fail(w, 0, "cudaStreamSynchronize", cudaGetErrorString(cudaGetLastError()), __FILE__, __LINE__);
+            goto done;
+        }
+        cudaFree(b->d_sp_buf);
+        b->d_sp_buf = NULL;
+        b->sp_buf_bytes = 0;
+        if (dev_alloc(b, &b->d_sp_buf, need, 1)) goto done;
+        b->sp_buf_bytes = need;
+    }
+    STEP(cusparseDenseToSparse_analysis(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, b->d_sp_buf));
+    STEP(cusparseSpMatGetSize(sp, &rows, &cols, &nnz)); /* nnz from the analysis */
+    STEP(cusparseCsrSetPointers(sp, slot->d_off, slot->d_col, slot->d_val));
+    STEP(cusparseDenseToSparse_convert(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, b->d_sp_buf));
+#undef STEP
+    slot->nnz = (size_t)nnz;
+    rc = 0;
+done:
+    cusparseDestroySpMat(sp);
+    cusparseDestroyDnMat(dn);
+    return rc;
+}
+
+/* Pinned CSR buffers of a slot for nnz entries (grown as chunks need; the slot's
+ * last copy has been consumed by the host, so nothing reads the old ones). */
+static int sl_slot_reserve(sl_pipe *p, sl_chunk_slot *slot, size_t nnz) {
+    cuda_backend *b = (cuda_backend *)p->ctx;
+    if (nnz <= slot->h_cap) return 0;
+    size_t cap = slot->h_cap ? slot->h_cap : (size_t)1 << 16;
+    while (cap < nnz) cap += cap / 2;
+    cudaFreeHost(slot->h_col);
+    cudaFreeHost(slot->h_val);
+    slot->h_col = NULL;
+    slot->h_val = NULL;
+    slot->h_cap = 0;
+    CUDA_CHECK(&b->where, cudaHostAlloc((void **)&slot->h_col, cap * sizeof(int32_t), cudaHostAllocDefault));
+    CUDA_CHECK(&b->where, cudaHostAlloc((void **)&slot->h_val, cap * sizeof(float), cudaHostAllocDefault));
+    slot->h_cap = cap;
+    return 0;
+}
+
 /* ---- sizes ---------------------------------------------------------------------- */
 
+/* Rows per chunk of sl_encode_batch: big enough for full-speed GEMMs, small
+ * enough that the chunk buffers (dense activations, two CSR slots) stay a fixed
+ * few hundred MB whatever the batch; DenseToSparse's 32-bit indices need a chunk
+ * under 2^31 values. */
+static const size_t CHUNK_ROWS = 1024;
+
+/* Width of a CSR slot row: every feature for DenseToSparse's worst case, k for top-k. */
+static size_t slot_width(const cuda_backend *b) {
+    return sl_topk_direct(&b->sae) ? (size_t)sl_topk_width(&b->sae) : (size_t)b->sae.S;
+}
+
 /* Device bytes one sequence of T tokens needs in the batch buffers (docs/CUDA.md):
- *   model:  4 (6TC + T max(3C, F) + NH T^2) + 4T    workspace, ids
- *   stored: 4 T D                                    input activations
- *   always: 4T + 8 T D                               row indices, compacted rows, SAE input
- *           4 T S (x2 gated) + 8 T S + 4T            dense activations, CSR worst case */
+ *   model:  4 (6TC + T max(3C, F) + NH T^2) + 8T    workspace, ids, row indices
+ *   always: 4 T D                                    the included rows, compacted */
 static size_t bytes_per_seq(const cuda_backend *b, size_t T) {
-    const size_t D = (size_t)b->sae.D, S = (size_t)b->sae.S;
-    size_t bytes = 0;
-    if (b->has_model)
-        bytes += 4 * sl_dev_model_ws_floats(b->m.C, b->m.NH, b->m.F, 1, T) + 4 * T;
-    else
-        bytes += 4 * T * D;
-    bytes += 4 * T + 8 * T * D;
-    bytes += 4 * T * S * (b->sae.arch == SL_ARCH_GATED ? 2 : 1) + 8 * T * S + 4 * T;
+    const size_t D = (size_t)b->sae.D;
+    size_t bytes = 4 * T * D;
+    if (b->has_model) bytes += 4 * sl_dev_model_ws_floats(b->m.C, b->m.NH, b->m.F, 1, T) + 8 * T;
     return bytes;
+}
+
+/* Device bytes of the chunk buffers, whatever the batch (K rows a chunk, W the slot width):
+ *   4 K D + 4 K S (x2 gated) + 8 D                   SAE input, activations, x_sum
+ *   2 (4 (K + 1) + 8 K W + 16 K)                     two CSR slots: offsets, col + val, recon sums */
+static size_t chunk_bytes(const cuda_backend *b, size_t K) {
+    const size_t D = (size_t)b->sae.D, S = (size_t)b->sae.S, W = slot_width(b);
+    return 4 * K * D + 4 * K * S * (b->sae.arch == SL_ARCH_GATED ? 2 : 1) + 8 * D + 2 * (4 * (K + 1) + 8 * K * W + 16 * K);
 }
 
 /* ---- upload ----------------------------------------------------------------------- */
@@ -193,7 +299,7 @@ static int upload_sae(cuda_backend *b, const sl_sae *s) {
     const size_t D = (size_t)s->d_in, S = (size_t)s->d_sae;
     const int gated = s->arch == SL_ARCH_GATED;
     size_t total = padded(D * S) + padded(S) + padded(D) + (s->threshold ? padded(S) : 0) +
-                   (gated ? padded(D * S) + padded(S) : 0) + (s->dec_norm ? padded(S) : 0);
+                   (gated ? padded(D * S) + padded(S) : 0) + (s->dec_norm ? padded(S) : 0) + padded(S * D);
     if (dev_alloc(b, (void **)&b->d_sae_w, total * sizeof(float), 0)) return -1;
     int rc = 0;
     float *p = b->d_sae_w;
@@ -215,20 +321,25 @@ static int upload_sae(cuda_backend *b, const sl_sae *s) {
         d->b_mag = p, p = put(b, p, s->b_mag, S, &rc);
     }
     if (s->dec_norm) d->dec_norm = p, p = put(b, p, s->dec_norm, S, &rc);
+    d->W_dec = p, p = put(b, p, s->W_dec, S * D, &rc);
+    d->b_dec_out = b_dec;
     return rc;
 }
 
 /* ---- batch buffers ----------------------------------------------------------------- */
 
 static int alloc_batch(cuda_backend *b) {
-    const size_t D = (size_t)b->sae.D, S = (size_t)b->sae.S, R = b->max_rows, K = b->chunk_rows;
+    const size_t D = (size_t)b->sae.D, S = (size_t)b->sae.S, R = b->max_rows, K = b->bb.chunk_rows;
+    const size_t W = slot_width(b);
     sl_cuda_where *w = &b->where;
+    sl_batch_bufs *bb = &b->bb;
     w->batch_seqs = b->max_seqs;
     w->bytes_per_seq = bytes_per_seq(b, b->seq_len);
     if (b->has_model) {
         size_t nf = sl_dev_model_ws_floats(b->m.C, b->m.NH, b->m.F, b->max_seqs, b->seq_len);
         if (dev_alloc(b, (void **)&b->d_ws, nf * sizeof(float), 1) ||
-            dev_alloc(b, (void **)&b->ws.ids, R * sizeof(int32_t), 1))
+            dev_alloc(b, (void **)&b->ws.ids, R * sizeof(int32_t), 1) ||
+            dev_alloc(b, (void **)&b->d_rows, R * sizeof(int32_t), 1))
             return -1;
         const size_t NC = R * (size_t)b->m.C, wide = (size_t)(3 * b->m.C > b->m.F ? 3 * b->m.C : b->m.F);
         b->ws.x = b->d_ws;         /* [N, C] */
@@ -239,25 +350,38 @@ static int alloc_batch(cuda_backend *b) {
         b->ws.k = b->ws.q + NC;
         b->ws.v = b->ws.k + NC;
         b->ws.att = b->ws.v + NC;  /* [B*NH, T, T] */
-    } else if (dev_alloc(b, (void **)&b->d_act, R * D * sizeof(float), 1)) {
-        return -1;
+        CUDA_CHECK(w, cudaHostAlloc((void **)&b->h_ids, R * sizeof(int32_t), cudaHostAllocDefault));
+        CUDA_CHECK(w, cudaHostAlloc((void **)&b->h_rows, R * sizeof(int32_t), cudaHostAllocDefault));
+    } else {
+        CUDA_CHECK(w, cudaHostAlloc((void **)&bb->h_xc, R * D * sizeof(float), cudaHostAllocDefault));
     }
-    if (dev_alloc(b, (void **)&b->d_rows, R * sizeof(int32_t), 1) ||
-        dev_alloc(b, (void **)&b->d_xc, R * D * sizeof(float), 1) ||
-        dev_alloc(b, (void **)&b->d_xin, K * D * sizeof(float), 1) ||
-        dev_alloc(b, (void **)&b->d_dense, K * S * sizeof(float), 1) ||
-        (b->sae.arch == SL_ARCH_GATED && dev_alloc(b, (void **)&b->d_mag, K * S * sizeof(float), 1)) ||
-        dev_alloc(b, (void **)&b->d_csr_off, (K + 1) * sizeof(int32_t), 1) ||
-        dev_alloc(b, (void **)&b->d_csr_col, K * S * sizeof(int32_t), 1) ||
-        dev_alloc(b, (void **)&b->d_csr_val, K * S * sizeof(float), 1))
+    if (dev_alloc(b, (void **)&bb->d_xc, R * D * sizeof(float), 1) ||
+        dev_alloc(b, (void **)&bb->d_xin, K * D * sizeof(float), 1) ||
+        dev_alloc(b, (void **)&bb->d_dense, K * S * sizeof(float), 1) ||
+        (b->sae.arch == SL_ARCH_GATED && dev_alloc(b, (void **)&bb->d_mag, K * S * sizeof(float), 1)) ||
+        dev_alloc(b, (void **)&bb->d_x_sum, D * sizeof(double), 1))
         return -1;
+    CUDA_CHECK(w, cudaHostAlloc((void **)&bb->h_x_sum, D * sizeof(double), cudaHostAllocDefault));
+    for (int i = 0; i < 2; i++) {
+        sl_chunk_slot *cs = &bb->slot[i];
+        if (dev_alloc(b, (void **)&cs->d_off, (K + 1) * sizeof(int32_t), 1) ||
+            dev_alloc(b, (void **)&cs->d_col, K * W * sizeof(int32_t), 1) ||
+            dev_alloc(b, (void **)&cs->d_val, K * W * sizeof(float), 1) ||
+            dev_alloc(b, (void **)&cs->d_sums, 2 * K * sizeof(double), 1))
+            return -1;
+        CUDA_CHECK(w, cudaHostAlloc((void **)&cs->h_off, (K + 1) * sizeof(int32_t), cudaHostAllocDefault));
+        CUDA_CHECK(w, cudaHostAlloc((void **)&cs->h_sums, 2 * K * sizeof(double), cudaHostAllocDefault));
+        /* top-k chunks always copy K * k entries; DenseToSparse's grow as chunks need */
+        if (sl_topk_direct(&b->sae) && sl_slot_reserve(&b->pipe, cs, K * W)) return -1;
+    }
 
+    if (sl_topk_direct(&b->sae)) return 0; /* no DenseToSparse */
     /* cuSPARSE workspace for the largest chunk. */
     cusparseDnMatDescr_t dn;
     cusparseSpMatDescr_t sp;
-    CUSPARSE_CHECK(w, cusparseCreateDnMat(&dn, (int64_t)K, (int64_t)S, (int64_t)S, b->d_dense, CUDA_R_32F,
+    CUSPARSE_CHECK(w, cusparseCreateDnMat(&dn, (int64_t)K, (int64_t)S, (int64_t)S, bb->d_dense, CUDA_R_32F,
                                           CUSPARSE_ORDER_ROW));
-    cusparseStatus_t st = cusparseCreateCsr(&sp, (int64_t)K, (int64_t)S, 0, b->d_csr_off, NULL, NULL,
+    cusparseStatus_t st = cusparseCreateCsr(&sp, (int64_t)K, (int64_t)S, 0, bb->slot[0].d_off, NULL, NULL,
                                             CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I, CUSPARSE_INDEX_BASE_ZERO,
                                             CUDA_R_32F);
     if (st == CUSPARSE_STATUS_SUCCESS)
@@ -265,44 +389,7 @@ static int alloc_batch(cuda_backend *b) {
     if (st == CUSPARSE_STATUS_SUCCESS) cusparseDestroySpMat(sp);
     cusparseDestroyDnMat(dn);
     CUSPARSE_CHECK(w, st);
-    if (dev_alloc(b, &b->d_sp_buf, b->sp_buf_bytes, 1)) return -1;
-
-    const size_t in_bytes = b->has_model ? R * sizeof(int32_t) : R * D * sizeof(float);
-    CUDA_CHECK(w, cudaHostAlloc(&b->h_in, in_bytes, cudaHostAllocDefault));
-    CUDA_CHECK(w, cudaHostAlloc((void **)&b->h_rows, R * sizeof(int32_t), cudaHostAllocDefault));
-    CUDA_CHECK(w, cudaHostAlloc((void **)&b->h_off, (K + 1) * sizeof(int32_t), cudaHostAllocDefault));
-    return 0;
-}
-
-/* Pinned CSR buffers for nnz entries (grown as batches need). */
-static int ensure_pinned(cuda_backend *b, size_t nnz) {
-    if (nnz <= b->h_nnz_cap) return 0;
-    size_t cap = b->h_nnz_cap ? b->h_nnz_cap : (size_t)1 << 16;
-    while (cap < nnz) cap += cap / 2;
-    cudaFreeHost(b->h_col);
-    cudaFreeHost(b->h_val);
-    b->h_col = NULL;
-    b->h_val = NULL;
-    b->h_nnz_cap = 0;
-    CUDA_CHECK(&b->where, cudaHostAlloc((void **)&b->h_col, cap * sizeof(int32_t), cudaHostAllocDefault));
-    CUDA_CHECK(&b->where, cudaHostAlloc((void **)&b->h_val, cap * sizeof(float), cudaHostAllocDefault));
-    b->h_nnz_cap = cap;
-    return 0;
-}
-
-/* Room for nnz more entries in the caller's builder (malloc'd memory, as csr.c). */
-static int builder_reserve(sl_csr_builder *o, size_t more, sl_err *err) {
-    size_t need = (size_t)o->row_ptr[o->n_rows] + more;
-    if (need <= o->nnz_cap) return 0;
-    size_t cap = o->nnz_cap ? o->nnz_cap : (size_t)1 << 16;
-    while (cap < need) cap *= 2;
-    uint32_t *col = (uint32_t *)realloc(o->col, cap * sizeof *col);
-    if (col) o->col = col;
-    float *val = (float *)realloc(o->val, cap * sizeof *val);
-    if (val) o->val = val;
-    if (!col || !val) return sl_cuda_errf(err, "out of memory growing a CSR batch to %zu nonzeros", cap);
-    o->nnz_cap = cap;
-    return 0;
+    return dev_alloc(b, &b->d_sp_buf, b->sp_buf_bytes, 1);
 }
 
 /* ---- ops ------------------------------------------------------------------------------ */
@@ -310,19 +397,28 @@ static int builder_reserve(sl_csr_builder *o, size_t more, sl_err *err) {
 static void cuda_free(sl_backend *base) {
     cuda_backend *b = (cuda_backend *)base;
     if (!b) return;
-    if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev[] = {b->d_model_w, b->d_sae_w, b->d_ws,      b->ws.ids,     b->d_act,     b->d_rows,
-                   b->d_xc,      b->d_xin,   b->d_dense,   b->d_mag,      b->d_csr_off, b->d_csr_col,
-                   b->d_csr_val, b->d_sp_buf};
+    for (int i = 0; i < SL_N_STREAMS; i++)
+        if (b->streams[i]) cudaStreamSynchronize(b->streams[i]);
+    sl_batch_bufs *bb = &b->bb;
+    void *dev[] = {b->d_model_w, b->d_sae_w,  b->d_ws,          b->ws.ids,          b->d_rows,
+                   bb->d_xc,     bb->d_xin,   bb->d_dense,      bb->d_mag,          bb->d_x_sum,
+                   b->d_sp_buf,  bb->slot[0].d_off, bb->slot[0].d_col, bb->slot[0].d_val, bb->slot[0].d_sums,
+                   bb->slot[1].d_off, bb->slot[1].d_col, bb->slot[1].d_val, bb->slot[1].d_sums};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) cudaFree(dev[i]);
-    void *host[] = {b->h_in, b->h_rows, b->h_off, b->h_col, b->h_val};
+    void *host[] = {b->h_ids,          b->h_rows,         bb->h_xc,           bb->h_x_sum,
+                    bb->slot[0].h_off, bb->slot[0].h_col, bb->slot[0].h_val,  bb->slot[0].h_sums,
+                    bb->slot[1].h_off, bb->slot[1].h_col, bb->slot[1].h_val,  bb->slot[1].h_sums};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         if (host[i]) cudaFreeHost(host[i]);
     if (b->blas) cublasDestroy(b->blas);
     if (b->sparse) cusparseDestroy(b->sparse);
     if (b->ev_start) cudaEventDestroy(b->ev_start);
     if (b->ev_end) cudaEventDestroy(b->ev_end);
+    for (int i = 0; i < SL_N_EVENTS; i++)
+        if (b->events[i]) cudaEventDestroy(b->events[i]);
+    for (int i = 1; i < SL_N_STREAMS; i++)
+        if (b->streams[i]) cudaStreamDestroy(b->streams[i]);
     if (b->stream) cudaStreamDestroy(b->stream);
     free(b->layers);
     free(b);
@@ -348,82 +444,6 @@ static void cuda_status(const sl_backend *base, char *buf, size_t size) {
 
 static uint32_t cuda_batch_seqs(const sl_backend *base) { return ((const cuda_backend *)base)->max_seqs; }
 
-/* Dense rows [n, S] on the device -> CSR appended to out, one row per included
- * batch row, empty rows for the excluded ones before them (*next_row advances). */
-static int chunk_to_csr(cuda_backend *b, size_t n, const uint8_t *include, uint32_t *next_row, sl_csr_builder *out,
-                        sl_err *err) {
-    const size_t S = (size_t)b->sae.S;
-    sl_cuda_where *w = &b->where;
-    cusparseDnMatDescr_t dn;
-    cusparseSpMatDescr_t sp;
-    CUSPARSE_CHECK(w, cusparseCreateDnMat(&dn, (int64_t)n, (int64_t)S, (int64_t)S, b->d_dense, CUDA_R_32F,
-                                          CUSPARSE_ORDER_ROW));
-    cusparseStatus_t st = cusparseCreateCsr(&sp, (int64_t)n, (int64_t)S, 0, b->d_csr_off, NULL, NULL,
-                                            CUSPARSE_INDEX_32I, CUSPARSE_INDEX_32I, CUSPARSE_INDEX_BASE_ZERO,
-                                            CUDA_R_32F);
-    if (st != CUSPARSE_STATUS_SUCCESS) {
-        cusparseDestroyDnMat(dn);
-        CUSPARSE_CHECK(w, st);
-    }
-    int64_t rows = 0, cols = 0, nnz = 0;
-    size_t need = 0;
-    int rc = -1;
-    /* One exit so that the descriptors are destroyed: the checks jump to done. */
-#define STEP(call)                                                                                               \
-    do {                                                                                                         \
-        cusparseStatus_t s_ = (call);                                                                            \
-        if (s_ != CUSPARSE_STATUS_SUCCESS) {                                                                     \
-            sl_cuda_fail(w, s_ == CUSPARSE_STATUS_ALLOC_FAILED, #call, cusparseGetErrorString(s_), __FILE__,     \
-                         __LINE__);                                                                              \
-            goto done;                                                                                           \
-        }                                                                                                        \
-    } while (0)
-    STEP(cusparseDenseToSparse_bufferSize(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, &need));
-    if (need > b->sp_buf_bytes) {
-        cudaFree(b->d_sp_buf);
-        b->d_sp_buf = NULL;
-        b->sp_buf_bytes = 0;
-        if (dev_alloc(b, &b->d_sp_buf, need, 1)) goto done;
-        b->sp_buf_bytes = need;
-    }
-    STEP(cusparseDenseToSparse_analysis(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, b->d_sp_buf));
-    STEP(cusparseSpMatGetSize(sp, &rows, &cols, &nnz)); /* nnz from the analysis */
-    STEP(cusparseCsrSetPointers(sp, b->d_csr_off, b->d_csr_col, b->d_csr_val));
-    STEP(cusparseDenseToSparse_convert(b->sparse, dn, sp, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, b->d_sp_buf));
-#undef STEP
-    rc = 0;
-done:
-    cusparseDestroySpMat(sp);
-    cusparseDestroyDnMat(dn);
-    if (rc) return -1;
-
-    if (ensure_pinned(b, (size_t)nnz)) return -1;
-    CUDA_CHECK(w, cudaMemcpyAsync(b->h_off, b->d_csr_off, (n + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                  b->stream));
-    CUDA_CHECK(w, cudaMemcpyAsync(b->h_col, b->d_csr_col, (size_t)nnz * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                  b->stream));
-    CUDA_CHECK(w, cudaMemcpyAsync(b->h_val, b->d_csr_val, (size_t)nnz * sizeof(float), cudaMemcpyDeviceToHost,
-                                  b->stream));
-    CUDA_CHECK(w, cudaStreamSynchronize(b->stream));
-
-    if (builder_reserve(out, (size_t)nnz, err)) return -1;
-    for (size_t j = 0; j < n; j++) {
-        for (; !include[*next_row]; (*next_row)++) { /* an excluded row: empty */
-            if (out->n_rows + 1 > out->rows_cap) return sl_cuda_errf(err, "CSR batch overflow (%u rows)", out->rows_cap);
-            out->row_ptr[out->n_rows + 1] = out->row_ptr[out->n_rows];
-            out->n_rows++;
-        }
-        if (out->n_rows + 1 > out->rows_cap) return sl_cuda_errf(err, "CSR batch overflow (%u rows)", out->rows_cap);
-        uint64_t at = out->row_ptr[out->n_rows];
-        size_t len = (size_t)(b->h_off[j + 1] - b->h_off[j]);
-        memcpy(out->col + at, b->h_col + b->h_off[j], len * sizeof(uint32_t));
-        memcpy(out->val + at, b->h_val + b->h_off[j], len * sizeof(float));
-        out->row_ptr[++out->n_rows] = at + len;
-        (*next_row)++;
-    }
-    return 0;
-}
-
 static int cuda_run(sl_backend *base, const sl_batch_in *in, sl_csr_builder *out, sl_err *err) {
     cuda_backend *b = (cuda_backend *)base;
     sl_cuda_where *w = &b->where;
@@ -433,39 +453,30 @@ static int cuda_run(sl_backend *base, const sl_batch_in *in, sl_csr_builder *out
     if (in->n_seq > b->max_seqs || in->seq_len != b->seq_len)
         return sl_cuda_errf(err, "batch of %u x %u tokens exceeds the CUDA backend's %u x %u", in->n_seq, in->seq_len,
                             b->max_seqs, b->seq_len);
+    if (!in->ids && !b->bb.h_xc) return sl_cuda_errf(err, "CUDA backend: stored activations to a model backend");
     CUDA_CHECK(w, cudaEventRecord(b->ev_start, b->stream));
 
-    /* Input -> pinned -> device; the hook's activations [rows, D] end up at act. */
-    float *act;
-    if (in->ids) {
-        memcpy(b->h_in, in->ids, rows * sizeof(int32_t));
-        CUDA_CHECK(w, cudaMemcpyAsync(b->ws.ids, b->h_in, rows * sizeof(int32_t), cudaMemcpyHostToDevice, b->stream));
-        if (sl_forward(&b->pipe, &b->m, &b->ws, (int)in->n_seq, (int)in->seq_len, b->s.hook, &act)) return -1;
-    } else {
-        memcpy(b->h_in, in->x, rows * D * sizeof(float));
-        CUDA_CHECK(w, cudaMemcpyAsync(b->d_act, b->h_in, rows * D * sizeof(float), cudaMemcpyHostToDevice, b->stream));
-        act = b->d_act;
-    }
-
-    /* The rows that go to the SAE, in order. */
     size_t n_inc = 0;
-    for (size_t r = 0; r < rows; r++)
-        if (in->include[r]) b->h_rows[n_inc++] = (int32_t)r;
-    if (n_inc)
-        CUDA_CHECK(w, cudaMemcpyAsync(b->d_rows, b->h_rows, n_inc * sizeof(int32_t), cudaMemcpyHostToDevice, b->stream));
-    if (sl_prepare_rows(&b->pipe, act, (int)rows, (int)D, b->s.center, b->d_rows, n_inc, b->d_xc)) return -1;
-
-    uint32_t next_row = 0;
-    for (size_t c0 = 0; c0 < n_inc; c0 += b->chunk_rows) {
-        size_t n = n_inc - c0 < b->chunk_rows ? n_inc - c0 : b->chunk_rows;
-        if (sl_sae_encode_rows(&b->pipe, &b->sae, b->d_xc + c0 * D, (int)n, b->d_xin, b->d_dense, b->d_mag)) return -1;
-        if (chunk_to_csr(b, n, in->include, &next_row, out, err)) return -1;
+    if (in->ids) {
+        /* ids -> pinned -> device, forward to the hook, then the rows that go to the
+         * SAE, centred and compacted into bb.d_xc, all on the compute stream. */
+        for (size_t r = 0; r < rows; r++)
+            if (in->include[r]) b->h_rows[n_inc++] = (int32_t)r;
+        memcpy(b->h_ids, in->ids, rows * sizeof(int32_t));
+        CUDA_CHECK(w, cudaMemcpyAsync(b->ws.ids, b->h_ids, rows * sizeof(int32_t), cudaMemcpyHostToDevice, b->stream));
+        float *act;
+        if (sl_forward(&b->pipe, &b->m, &b->ws, (int)in->n_seq, (int)in->seq_len, b->s.hook, &act)) return -1;
+        if (n_inc)
+            CUDA_CHECK(w, cudaMemcpyAsync(b->d_rows, b->h_rows, n_inc * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                          b->stream));
+        if (sl_prepare_rows(&b->pipe, act, (int)rows, (int)D, b->s.center, b->d_rows, n_inc, b->bb.d_xc)) return -1;
+    } else {
+        for (size_t r = 0; r < rows; r++) n_inc += in->include[r] != 0;
     }
-    for (; next_row < rows; next_row++) {
-        if (out->n_rows + 1 > out->rows_cap) return sl_cuda_errf(err, "CSR batch overflow (%u rows)", out->rows_cap);
-        out->row_ptr[out->n_rows + 1] = out->row_ptr[out->n_rows];
-        out->n_rows++;
-    }
+    /* Stored activations are gathered, sent and centred chunk by chunk in there. */
+    if (sl_encode_batch(&b->pipe, &b->sae, &b->bb, in->ids ? NULL : in->x, in->include, rows, n_inc, b->s.center,
+                        out, in->recon, err))
+        return -1;
     CUDA_CHECK(w, cudaEventRecord(b->ev_end, b->stream));
     CUDA_CHECK(w, cudaEventSynchronize(b->ev_end));
     CUDA_CHECK(w, cudaEventElapsedTime(&b->last_ms, b->ev_start, b->ev_end));
@@ -479,11 +490,21 @@ static const sl_backend_ops cuda_ops = {"cuda", cuda_run, cuda_describe, cuda_fr
 static int cuda_init(cuda_backend *b, const sl_model_view *model) {
     sl_cuda_where *w = &b->where;
     cudaDeviceProp prop;
+    /* The host thread sleeps in cudaEventSynchronize instead of spinning, leaving
+     * its core to the writer's compression threads. Only possible before the
+     * device's context starts; if something started it already, keep its flags. */
+    cudaError_t fe = cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync);
+    if (fe == cudaErrorSetOnActiveProcess) (void)cudaGetLastError();
+    else CUDA_CHECK(w, fe);
     CUDA_CHECK(w, cudaSetDevice(b->device));
     CUDA_CHECK(w, cudaGetDeviceProperties(&prop, b->device));
     snprintf(b->name, sizeof b->name, "%s", prop.name);
     b->total_mem = prop.totalGlobalMem;
     CUDA_CHECK(w, cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+    b->streams[SL_S_COMPUTE] = b->stream;
+    CUDA_CHECK(w, cudaStreamCreateWithFlags(&b->streams[SL_S_D2H], cudaStreamNonBlocking));
+    CUDA_CHECK(w, cudaStreamCreateWithFlags(&b->streams[SL_S_H2D], cudaStreamNonBlocking));
+    for (int i = 0; i < SL_N_EVENTS; i++) CUDA_CHECK(w, cudaEventCreateWithFlags(&b->events[i], cudaEventDisableTiming));
     CUDA_CHECK(w, cudaEventCreate(&b->ev_start));
     CUDA_CHECK(w, cudaEventCreate(&b->ev_end));
     CUBLAS_CHECK(w, cublasCreate(&b->blas));
@@ -508,6 +529,8 @@ static int cuda_init(cuda_backend *b, const sl_model_view *model) {
         size_t free_b = 0, total_b = 0;
         CUDA_CHECK(w, cudaMemGetInfo(&free_b, &total_b));
         size_t avail = free_b > RESERVE_BYTES ? free_b - RESERVE_BYTES : 0;
+        size_t fixed = chunk_bytes(b, CHUNK_ROWS);
+        avail = avail > fixed ? avail - fixed : 0;
         uint32_t fit = sl_cuda_fit_seqs(avail, bytes_per_seq(b, b->seq_len));
         size_t cap = AUTO_MAX_TOKENS / b->seq_len;
         if (cap < 1) cap = 1;
@@ -515,9 +538,10 @@ static int cuda_init(cuda_backend *b, const sl_model_view *model) {
     }
     b->max_rows = (size_t)b->max_seqs * b->seq_len;
     /* DenseToSparse with 32-bit indices: a chunk holds fewer than 2^31 values. */
-    size_t by_index = (size_t)INT32_MAX / (size_t)b->sae.S;
-    b->chunk_rows = b->max_rows < by_index ? b->max_rows : by_index;
-    if (b->chunk_rows < 1) b->chunk_rows = 1;
+    size_t by_index = (size_t)INT32_MAX / (size_t)b->sae.S, K = CHUNK_ROWS;
+    if (K > by_index) K = by_index;
+    if (K > b->max_rows) K = b->max_rows;
+    b->bb.chunk_rows = K < 1 ? 1 : K;
     return alloc_batch(b);
 }
 

@@ -239,23 +239,15 @@ SL_KERNEL k_scale_cols(float *a, const float *dec_norm, size_t n, int S) {
 /* Shared floats-worth of k_topk_rows: histogram, scan, state. */
 static inline size_t sl_topk_shared_bytes(unsigned threads) { return (256 + (size_t)threads + 4) * sizeof(uint32_t); }
 
-/* One block per row of a [rows, S]: keeps the k largest pre-activations relu'd
- * (ties to the lower feature id, as the CPU), zeroes the rest. Radix select on
+/* The k-th largest order key of row [S] (k < S) and how many keys equal to it are
+ * kept (ties go to the lower feature ids, as the CPU). Radix select on
  * sl_f32_order_key, 8 bits a pass from the top: each pass histograms the keys
  * that share the prefix found so far and picks the bin holding the k-th largest.
- * Then `above` keys are strictly larger and `ties` = k - above of the keys equal
- * to the k-th are kept, in feature order (a block-wide prefix count per tile). */
-SL_KERNEL k_topk_rows(float *a, int S, int k) {
-    SL_SHARED(uint32_t, sh);
+ * Every thread of the block calls it. sh: sl_topk_shared_bytes. */
+SL_DEV void sl_topk_select(const float *row, int S, int k, uint32_t *sh, uint32_t *kth_key, uint32_t *n_ties) {
     uint32_t *hist = sh;                /* [256] */
-    uint32_t *scan = sh + 256;          /* [blockDim] */
-    uint32_t *state = scan + SL_NTX;    /* [2]: chosen bin, count above it */
-    float *row = a + (size_t)SL_BX * (size_t)S;
+    uint32_t *state = sh + 256 + SL_NTX; /* [2]: chosen bin, count above it */
     const unsigned t = SL_TX, nt = SL_NTX;
-    if (k >= S) { /* uniform over the block: no barrier is skipped by some threads only */
-        for (int i = (int)t; i < S; i += (int)nt) row[i] = sl_relu(row[i]);
-        return;
-    }
     uint32_t prefix = 0, mask = 0, remaining = (uint32_t)k;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (unsigned i = t; i < 256; i += nt) hist[i] = 0;
@@ -278,25 +270,146 @@ SL_KERNEL k_topk_rows(float *a, int S, int k) {
         remaining -= state[1];
         SL_SYNC(); /* state and hist are rewritten by the next pass */
     }
-    /* prefix: the k-th largest key; remaining: how many keys equal to it are kept. */
+    *kth_key = prefix;
+    *n_ties = remaining;
+}
+
+/* Inclusive prefix sum of v over the block (Hillis-Steele); scan has blockDim
+ * slots; *total gets the block's sum. Every thread calls it. */
+SL_DEV uint32_t sl_block_scan_u32(uint32_t *scan, uint32_t v, uint32_t *total) {
+    const unsigned t = SL_TX, nt = SL_NTX;
+    scan[t] = v;
+    SL_SYNC();
+    for (unsigned off = 1; off < nt; off <<= 1) {
+        uint32_t add = t >= off ? scan[t - off] : 0;
+        SL_SYNC();
+        scan[t] += add;
+        SL_SYNC();
+    }
+    uint32_t r = scan[t];
+    *total = scan[nt - 1];
+    SL_SYNC(); /* scan may be reused at once */
+    return r;
+}
+
+/* One block per row of a [rows, S]: keeps the k largest pre-activations relu'd
+ * (ties to the lower feature id, as the CPU), zeroes the rest. After
+ * sl_topk_select, `above` keys are strictly larger than the k-th and n_ties of
+ * the keys equal to it are kept, in feature order (a block-wide prefix count per
+ * tile of blockDim features). */
+SL_KERNEL k_topk_rows(float *a, int S, int k) {
+    SL_SHARED(uint32_t, sh);
+    uint32_t *scan = sh + 256; /* [blockDim] */
+    float *row = a + (size_t)SL_BX * (size_t)S;
+    const unsigned t = SL_TX, nt = SL_NTX;
+    if (k >= S) { /* uniform over the block: no barrier is skipped by some threads only */
+        for (int i = (int)t; i < S; i += (int)nt) row[i] = sl_relu(row[i]);
+        return;
+    }
+    uint32_t kth, n_ties;
+    sl_topk_select(row, S, k, sh, &kth, &n_ties);
     uint32_t carry = 0;
     for (int base = 0; base < S; base += (int)nt) {
         int i = base + (int)t;
         uint32_t key = i < S ? sl_f32_order_key(row[i]) : 0;
-        uint32_t tie = i < S && key == prefix;
-        scan[t] = tie;
-        SL_SYNC();
-        for (unsigned off = 1; off < nt; off <<= 1) { /* inclusive scan, Hillis-Steele */
-            uint32_t add = t >= off ? scan[t - off] : 0;
-            SL_SYNC();
-            scan[t] += add;
-            SL_SYNC();
-        }
-        uint32_t rank = carry + scan[t] - tie; /* ties before this one, in feature order */
-        if (i < S) row[i] = sl_topk_value(row[i], key > prefix || (tie && rank < remaining));
-        carry += scan[nt - 1];
-        SL_SYNC();
+        uint32_t tie = i < S && key == kth, total;
+        uint32_t rank = carry + sl_block_scan_u32(scan, tie, &total) - tie; /* ties before this one */
+        if (i < S) row[i] = sl_topk_value(row[i], key > kth || (tie && rank < n_ties));
+        carry += total;
     }
+}
+
+/* Top-k straight to CSR: one block per row of the pre-activations a [rows, S]
+ * (not modified). Row r's kept nonzero activations go, in ascending feature
+ * order, to col/val [r * k, r * k + cnt[r]): the CSR with row_ptr = k * r,
+ * compacted to cnt[r] <= k when fewer than k of the kept values are > 0 (the
+ * host closes the gaps as it appends the rows). The same selection as
+ * k_topk_rows, so the same entries as k_topk_rows followed by a dense -> CSR. */
+SL_KERNEL k_topk_csr(const float *a, int S, int k, int32_t *col, float *val, int32_t *cnt) {
+    SL_SHARED(uint32_t, sh);
+    uint32_t *scan = sh + 256; /* [blockDim] */
+    const float *row = a + (size_t)SL_BX * (size_t)S;
+    const unsigned t = SL_TX, nt = SL_NTX;
+    int32_t *rcol = col + (size_t)SL_BX * (size_t)k;
+    float *rval = val + (size_t)SL_BX * (size_t)k;
+    uint32_t kth = 0, n_ties = 0;
+    const int all = k >= S; /* uniform over the block */
+    if (!all) sl_topk_select(row, S, k, sh, &kth, &n_ties);
+    uint32_t tie_carry = 0, out_carry = 0;
+    for (int base = 0; base < S; base += (int)nt) {
+        int i = base + (int)t;
+        uint32_t key = i < S ? sl_f32_order_key(row[i]) : 0;
+        int selected = i < S && all;
+        if (!all) {
+            uint32_t tie = i < S && key == kth, total;
+            uint32_t rank = tie_carry + sl_block_scan_u32(scan, tie, &total) - tie;
+            selected = i < S && (key > kth || (tie && rank < n_ties));
+            tie_carry += total;
+        }
+        float v = selected ? sl_topk_value(row[i], 1) : 0.0f;
+        uint32_t keep = v > 0.0f, total;
+        uint32_t at = out_carry + sl_block_scan_u32(scan, keep, &total) - keep;
+        if (keep) {
+            rcol[at] = i;
+            rval[at] = v;
+        }
+        out_carry += total;
+    }
+    if (t == 0) cnt[SL_BX] = (int32_t)out_carry;
+}
+
+/* One block per encoded row: the reconstruction error in the SAE's input space,
+ * as sl_sae_add_recon. xin [n, D]: normalized input minus b_dec when applied
+ * (sl_sae_encode_rows left it so); the row's nonzeros are col/val [start, start +
+ * len) with start = off[r], len = off[r + 1] - off[r] (off from DenseToSparse), or
+ * start = r * stride, len = cnt[r] (k_topk_csr; off NULL). x_hat = b_dec +
+ * sum_f a_f W_dec[f] in f32 (a_f / dec_norm[f] with rescale), summed in the
+ * row's feature order; err and x in double. sums [n, 2] = (sum err^2, sum x^2).
+ * Shared: blockDim doubles. */
+SL_KERNEL k_recon_rows(const float *xin, const int32_t *off, const int32_t *cnt, int stride, const int32_t *col,
+                       const float *val, const float *W_dec, const float *b_dec, const float *dec_norm,
+                       int b_dec_in_input, int D, double *sums) {
+    SL_SHARED(double, red);
+    const size_t r = SL_BX;
+    const float *xp = xin + r * (size_t)D;
+    const size_t start = off ? (size_t)off[r] : r * (size_t)stride;
+    const size_t len = off ? (size_t)(off[r + 1] - off[r]) : (size_t)cnt[r];
+    double err = 0.0, xx = 0.0;
+    for (int d = (int)SL_TX; d < D; d += (int)SL_NTX) {
+        float xh = 0.0f;
+        for (size_t j = start; j < start + len; j++) {
+            int f = col[j];
+            float c = dec_norm ? val[j] / dec_norm[f] : val[j];
+            xh += c * W_dec[(size_t)f * (size_t)D + (size_t)d];
+        }
+        double b = b_dec[d];
+        double xn = (double)xp[d] + (b_dec_in_input ? b : 0.0);
+        double e = (double)xh + b - xn;
+        err += e * e;
+        xx += xn * xn;
+    }
+    err = sl_block_sum_d(red, err);
+    xx = sl_block_sum_d(red, xx);
+    if (SL_TX == 0) {
+        sums[2 * r] = err;
+        sums[2 * r + 1] = xx;
+    }
+}
+
+/* x_sum [D] += sum over the n rows of the normalized input (xin plus b_dec when
+ * it was subtracted), in row order, in double. */
+SL_KERNEL k_recon_col_sums(const float *xin, size_t n, int D, const float *b_dec, int b_dec_in_input,
+                           double *x_sum) {
+    SL_GRID_STRIDE(d, (size_t)D) {
+        double b = b_dec_in_input ? (double)b_dec[d] : 0.0, s = 0.0;
+        for (size_t r = 0; r < n; r++) s += (double)xin[r * (size_t)D + d] + b;
+        x_sum[d] += s;
+    }
+}
+
+/* x [n] = 0 (doubles). */
+SL_KERNEL k_zero_d(double *x, size_t n) {
+    SL_GRID_STRIDE(i, n) x[i] = 0.0;
 }
 
 #endif

@@ -8,7 +8,9 @@
  * activations, and tests/data/gpt2_tiny at every hook with random standard /
  * topk / jumprelu / gated SAEs, centring and excluded rows, in fp32: the CSR must
  * match the CPU backend's under the rule of parity.h (activations within 1e-4,
- * same structure except within 1e-6 of a threshold). tf32 is run and reported,
+ * same structure except within 1e-6 of a threshold), and the reconstruction sums
+ * (explained variance) must match the CPU's: the same rows, err_sq within 1e-3
+ * relative, x_sq and x_sum within 1e-4. tf32 is run and reported,
  * not held to that rule. Then a benchmark (tokens/s of CPU and CUDA, SAE encode of
  * stored activations, d_in 768, d_sae 24576, and the tiny model + SAE).
  * Without a device it prints "GPU parity test skipped: no CUDA device" and passes.
@@ -64,17 +66,35 @@ static uint64_t compare_batch(const sl_backend_setup *s, const sl_batch_in *in, 
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     CHECK(sl_csr_reset(&a, rows, &err) == 0 && sl_csr_reset(&b, rows, &err) == 0);
-    CHECK(cpu->ops->run(cpu, in, &a, &err) == 0);
-    int rc = gpu->ops->run(gpu, in, &b, &err);
+    /* reconstruction sums of both (the GPU's from its own CSR, k_recon_rows) */
+    const int D = s->sae->d_in;
+    sl_recon_sums qc = {0, 0, 0, calloc((size_t)D, sizeof(double))}, qg = {0, 0, 0, calloc((size_t)D, sizeof(double))};
+    sl_batch_in ic = *in, ig = *in;
+    ic.recon = &qc;
+    ig.recon = &qg;
+    CHECK(cpu->ops->run(cpu, &ic, &a, &err) == 0);
+    int rc = gpu->ops->run(gpu, &ig, &b, &err);
     CHECK(rc == 0);
     if (rc) fprintf(stderr, "%s: %s\n", label, err.msg);
     uint64_t bad = 0;
     if (!tf32) {
         bad = parity_compare(&a, &b, s->sae->threshold, s->sae->arch == SL_ARCH_TOPK, out, label);
         CHECK(bad == 0);
+        double de = fabs(qg.err_sq - qc.err_sq) / (1e-12 + qc.err_sq), dx = fabs(qg.x_sq - qc.x_sq) / (1e-12 + qc.x_sq);
+        double ds = 0;
+        for (int i = 0; i < D; i++) {
+            double d = fabs(qg.x_sum[i] - qc.x_sum[i]) / (1.0 + fabs(qc.x_sum[i]));
+            if (d > ds) ds = d;
+        }
+        CHECK(qg.rows == qc.rows && de < 1e-3 && dx < 1e-4 && ds < 1e-4);
+        if (qg.rows != qc.rows || de >= 1e-3 || dx >= 1e-4 || ds >= 1e-4)
+            fprintf(stderr, "%s: reconstruction rows %llu/%llu err_sq %.9g/%.9g x_sq %.9g/%.9g x_sum %.3g\n", label,
+                    (unsigned long long)qg.rows, (unsigned long long)qc.rows, qg.err_sq, qc.err_sq, qg.x_sq, qc.x_sq, ds);
     } else {
         parity_compare(&a, &b, s->sae->threshold, s->sae->arch == SL_ARCH_TOPK, out, label);
     }
+    free(qc.x_sum);
+    free(qg.x_sum);
     sl_csr_free(&a);
     sl_csr_free(&b);
     cpu->ops->free(cpu);

@@ -50,6 +50,9 @@ static inline sl_sae *random_sae(int D, int S, sl_arch arch, sl_norm norm) {
     for (size_t i = 0; i < (size_t)D * S; i++) s->W_enc[i] = frand() * 0.5f;
     for (int i = 0; i < S; i++) s->b_enc[i] = frand() * 0.3f - 0.2f;
     for (int i = 0; i < D; i++) s->b_dec[i] = frand() * 0.1f;
+    s->W_dec = (float *)malloc((size_t)S * D * sizeof(float)); /* reconstruction quality */
+    for (size_t i = 0; i < (size_t)S * D; i++) s->W_dec[i] = frand() * 0.2f;
+    s->apply_b_dec_to_input = arch != SL_ARCH_JUMPRELU; /* both ways */
     if (arch == SL_ARCH_JUMPRELU) {
         s->threshold = (float *)malloc((size_t)S * sizeof(float));
         for (int i = 0; i < S; i++) s->threshold[i] = fabsf(frand()) * 0.5f;
