@@ -40,6 +40,7 @@
 #include <sqlite3ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "catalog.h"
 #include "rowstore.h"
@@ -75,8 +76,10 @@ typedef struct act_cursor {
     float vals[CHUNK];    /* [n_chunk] */
     size_t n_chunk, at_chunk;
     /* sequence plan */
-    sl_rowstore *rs; /* also gives tokens when there is no token file */
-    char *rs_store;  /* the store rs reads, to reuse it across filters */
+    sl_rowstore *rs;        /* also gives tokens when there is no token file */
+    char *rs_store;         /* the store rs reads, its extraction and results file: */
+    int64_t rs_xid;         /* rs is reused across filters while they are the same */
+    struct stat rs_results; /* (a store rebuilt under the same name gets a new rs) */
     uint64_t next_row, end_row;
     sl_row row;
     uint32_t at_nnz;
@@ -276,13 +279,19 @@ static int wanted(const act_cursor *c, uint32_t feature) {
 
 /* The rowstore of the current extraction's store, kept across filters. */
 static int need_rowstore(act_cursor *c) {
-    if (c->rs && strcmp(c->rs_store, c->x->store) == 0) return SQLITE_OK;
+    const struct stat *a = &c->rs_results, *b = &c->x->file;
+    if (c->rs && c->rs_xid == c->x->id && strcmp(c->rs_store, c->x->store) == 0 && a->st_dev == b->st_dev &&
+        a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+        a->st_mtim.tv_nsec == b->st_mtim.tv_nsec)
+        return SQLITE_OK;
     sl_rowstore_close(c->rs);
     free(c->rs_store);
     c->rs_store = NULL;
     sl_err err;
     if (!(c->rs = sl_rowstore_open(c->x->store, &err))) return fail_err(c, &err);
     if (!(c->rs_store = strdup(c->x->store))) return fail(c, NULL);
+    c->rs_xid = c->x->id;
+    c->rs_results = c->x->file;
     return SQLITE_OK;
 }
 
