@@ -12,7 +12,7 @@ Checks: feature lookups (=, IN, dead and unknown ids) give exactly the feature's
 (sequence, position) order with exact fp16 values, token text and id; per-feature
 count/sum over a full scan; sequence and position lookups, alone and with a feature;
 the document column (NULL for stored activations); EXPLAIN QUERY PLAN shows the index
-and ORDER BY consumed; a store without index.sli or with a damaged one is an error
+and ORDER BY consumed; the index is the same file whatever the build's memory budget; a store without index.sli or with a damaged one is an error
 naming the file (check_extraction names it too), while sequence lookups still work.
 """
 import json
@@ -190,6 +190,21 @@ def test_text_dataset():
                 "text run, feature %d: rows, documents and token text" % j)
 
 
+def test_budget():
+    """A run whose index build holds 10 postings at a time (a pass per feature or
+    two) writes the same index.sli, byte for byte, as one with the default budget."""
+    os.environ["SAELITE_INDEX_BUDGET_BYTES"] = "120"
+    try:
+        h.extract(DB, **h.planted_opts(h.tmp_path("store_budget")))
+    finally:
+        del os.environ["SAELITE_INDEX_BUDGET_BYTES"]
+    with open(h.tmp_path("store_budget", "index.sli"), "rb") as f:
+        small = f.read()
+    with open(h.tmp_path("store1", "index.sli"), "rb") as f:
+        default = f.read()
+    check(len(default) > 64 and small == default, "index.sli identical with a 120-byte budget")
+
+
 def lm_path(name):
     return h.fixture("lm", name)
 
@@ -237,4 +252,4 @@ def test_damaged_index():
 
 
 h.run_tests(test_extract, test_feature_lookup, test_full_scan, test_sequence_lookup, test_query_plan,
-            test_text_dataset, test_damaged_index)
+            test_text_dataset, test_budget, test_damaged_index)
