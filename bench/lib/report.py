@@ -95,10 +95,15 @@ def render(r, png_name, png_ok):
             x["gemm_bound_tokens_per_s"], x["ratio_to_gemm_bound"], x["nnz"] / x["tokens"],
             "%.3f" % x["ratio_cpu_time"] if x.get("ratio_cpu_time") else "?"))
     add("")
-    if "model-standard" in runs:
-        targets.append(("CPU extraction reaches at least 0.7 of the GEMM-bound limit (model + standard SAE)",
-                        "%.3f" % runs["model-standard"]["ratio_to_gemm_bound"],
-                        runs["model-standard"]["ratio_to_gemm_bound"] >= 0.7))
+    for key, label in (("model-standard", "model + standard SAE"), ("sae-standard", "stored activations")):
+        x = runs.get(key)
+        if x:
+            # the lower of the wall and CPU-time ratios: on a busy machine the wall ratio can
+            # come out high when the sgemm measurement was the one slowed down
+            lo = min(x["ratio_to_gemm_bound"], x.get("ratio_cpu_time") or x["ratio_to_gemm_bound"])
+            targets.append(("CPU extraction reaches at least 0.7 of the GEMM-bound limit (%s)" % label,
+                            "%.3f wall, %s CPU time" % (x["ratio_to_gemm_bound"], "%.3f" % x["ratio_cpu_time"]
+                                                         if x.get("ratio_cpu_time") else "?"), lo >= 0.7))
     if "sgemm_skylakex" in r:
         add("This CPU has AVX-512 but OpenBLAS (%s) runs its Haswell (AVX2) kernels on it: with "
             "`OPENBLAS_CORETYPE=SkylakeX` the same sgemm runs at %.1f GFLOP/s instead of %.1f. The limit above "
