@@ -2,8 +2,10 @@
  * docs/STORE_FORMAT.md).
  *
  * The writer encodes each block of CSR rows as three byte streams (row counts,
- * delta-coded feature ids, values), LZ4-compresses it and appends it; the token ids,
- * the block index and a checksummed footer follow. The reader maps the file, checks
+ * delta-coded feature ids, values) and LZ4-compresses it, each block a work item of
+ * its own (on a thread pool, engine/workpool.h, or on the caller), into a buffer
+ * of its own; the blocks are then appended in order, followed by the token ids,
+ * the block index and a checksummed footer, so the bytes never depend on the pool. The reader maps the file, checks
  * the footer and index once at open so that every later offset and size is trusted,
  * and verifies each block's XXH64 before decoding it with full bounds checks: no
  * byte pattern may crash it or make it allocate more than a small multiple of the
