@@ -112,6 +112,14 @@ def render(r, png_name, png_ok):
                 r["sgemm_skylakex"]["gflops"], sg["sae_encoder"]["gflops"]))
         add("")
 
+    sa = r.get("sgemm_attention")
+    if sa:
+        add("The attention products per head ([%d x %d] · [%d x %d], one call per sequence and head): %.1f GFLOP/s "
+            "with the default BLAS threads, %.1f GFLOP/s with `OPENBLAS_NUM_THREADS=1`." % (
+                sa["one_thread"]["m"], sa["one_thread"]["k"], sa["one_thread"]["k"], sa["one_thread"]["n"],
+                sa["default_threads"]["gflops"], sa["one_thread"]["gflops"]))
+        add("")
+
     # ---- peer ----
     add("## Side by side: the Python pipeline users run today")
     add("")

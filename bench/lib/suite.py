@@ -278,6 +278,11 @@ class Suite:
                   "qkv": (4096, D_MODEL, 3 * D_MODEL)}
         self.res["sgemm"] = {k: self.sgemm(*v, seconds=s) for k, v in shapes.items()}
         self.res["sgemm_peak_gflops"] = max(v["gflops"] for v in self.res["sgemm"].values())
+        # The per-head attention products (T x T x d_head, thousands of calls a batch): with
+        # the default threads and with one (the engine's call sites may want either).
+        self.res["sgemm_attention"] = {
+            "default_threads": self.sgemm(SEQ_LEN, 64, SEQ_LEN, seconds=s),
+            "one_thread": self.sgemm(SEQ_LEN, 64, SEQ_LEN, seconds=s, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))}
         if self.res["machine"].get("avx512"):
             env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
             self.res["sgemm_skylakex"] = self.sgemm(682, D_MODEL, 24576, seconds=s, env=env)
