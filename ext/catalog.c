@@ -48,6 +48,13 @@ static int same_file(const struct stat *a, const struct stat *b) {
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_size == b->st_size;
 }
 
+char *sl_extractions_error(sqlite3 *db, const char *fn) {
+    const char *why = sqlite3_errmsg(db);
+    if (strstr(why, "no such table"))
+        return sqlite3_mprintf("%s: no extractions table in this database (run extract_features first)", fn);
+    return sqlite3_mprintf("%s: cannot read the extractions table: %s", fn, why);
+}
+
 static char *dup_text(const unsigned char *s) { return s ? strdup((const char *)s) : NULL; }
 
 sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg) {
@@ -56,11 +63,16 @@ sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id,
                              : "SELECT id, store, tokenizer, status FROM main.extractions "
                                "WHERE status = 'done' ORDER BY id DESC LIMIT 1";
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        *errmsg = sqlite3_mprintf("saelite: no extractions table in this database (run extract_features first)");
+        *errmsg = sl_extractions_error(db, "saelite");
         return NULL;
     }
     if (has_id) sqlite3_bind_int64(q, 1, id);
     int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        *errmsg = sl_extractions_error(db, "saelite");
+        sqlite3_finalize(q);
+        return NULL;
+    }
     if (rc != SQLITE_ROW) {
         *errmsg = has_id ? sqlite3_mprintf("saelite: no extraction with id %lld", (long long)id)
                          : sqlite3_mprintf("saelite: no finished extraction yet (run extract_features first)");

@@ -62,6 +62,11 @@ typedef struct sl_open_extraction {
 
 typedef struct sl_catalog sl_catalog;
 
+/* The message (sqlite3_malloc'd) for a failed read of the extractions table by
+ * function fn: "no extractions table" only when that is the cause; otherwise
+ * SQLite's own reason (e.g. database is locked). */
+char *sl_extractions_error(sqlite3 *db, const char *fn);
+
 sl_catalog *sl_catalog_new(void);
 void sl_catalog_free(void *catalog);
 

@@ -541,11 +541,16 @@ static void resume_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value *
     }
     if (sqlite3_prepare_v2(db, "SELECT options, store, status FROM main.extractions WHERE id = ?1", -1, &q, NULL) !=
         SQLITE_OK) {
-        sqlite3_result_error(ctx, "resume_extraction: no extractions table in this database", -1);
-        return;
+        msg = sl_extractions_error(db, "resume_extraction");
+        goto done;
     }
     sqlite3_bind_int64(q, 1, id);
-    if (sqlite3_step(q) != SQLITE_ROW) {
+    int step = sqlite3_step(q);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        msg = sl_extractions_error(db, "resume_extraction");
+        goto done;
+    }
+    if (step != SQLITE_ROW) {
         msg = sqlite3_mprintf("resume_extraction: no extraction with id %lld", (long long)id);
         goto done;
     }
@@ -584,11 +589,21 @@ static void check_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     sqlite3 *db = sqlite3_context_db_handle(ctx);
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(db, "SELECT store FROM main.extractions WHERE id = ?1", -1, &q, NULL) != SQLITE_OK) {
-        sqlite3_result_error(ctx, "check_extraction: no extractions table in this database", -1);
+        char *msg = sl_extractions_error(db, "check_extraction");
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
         return;
     }
     sqlite3_bind_value(q, 1, argv[0]);
-    const char *store = sqlite3_step(q) == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    int step = sqlite3_step(q);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        char *msg = sl_extractions_error(db, "check_extraction");
+        sqlite3_result_error(ctx, msg, -1);
+        sqlite3_free(msg);
+        sqlite3_finalize(q);
+        return;
+    }
+    const char *store = step == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
     if (!store) {
         char *msg = sqlite3_mprintf("check_extraction: no extraction with id %s", sqlite3_value_text(argv[0]));
         sqlite3_result_error(ctx, msg, -1);

@@ -108,11 +108,17 @@ sl_cached_probe *sl_probe_cache_acquire(sl_probe_cache *pc, sqlite3 *db, int has
                              : "SELECT id, sae, model, tokenizer, hook, options, seq_len FROM main.extractions "
                                "WHERE status = 'done' ORDER BY id DESC LIMIT 1";
     if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        *msg = sqlite3_mprintf("%s: no extractions table in this database (run extract_features first)", fn);
+        *msg = sl_extractions_error(db, fn);
         return NULL;
     }
     if (has_id) sqlite3_bind_int64(q, 1, id);
-    if (sqlite3_step(q) != SQLITE_ROW) {
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        *msg = sl_extractions_error(db, fn);
+        sqlite3_finalize(q);
+        return NULL;
+    }
+    if (rc != SQLITE_ROW) {
         *msg = has_id ? sqlite3_mprintf("%s: no extraction with id %lld", fn, (long long)id)
                       : sqlite3_mprintf("%s: no finished extraction yet (run extract_features first)", fn);
         sqlite3_finalize(q);

@@ -143,6 +143,21 @@ def test_read_only_connection():
                 "a read-only connection still browses")
 
 
+def test_locked_database():
+    """A database locked by another writer: SQLite's reason, not "no extractions table"."""
+    import sqlite3
+    con = sqlite3.connect(DB, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        for fn in ("check_extraction", "resume_extraction"):
+            h.expect_error(DB, "SELECT %s(%d)" % (fn, STATE["good"]), fn, "database is locked",
+                           what="%s on a locked database" % fn)
+        h.expect_error(DB, "SELECT * FROM features", "database is locked", what="features on a locked database")
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
 def test_good_extraction_unchanged():
     check(h.dump(DB) == STATE["before"], "default tables unchanged after the failures")
     check(h.dump(DB, STATE["good"]) == STATE["before_explicit"],
@@ -155,4 +170,5 @@ def test_good_extraction_unchanged():
 if __name__ == "__main__":
     h.run_tests(test_good_extraction, test_sae_errors, test_activation_errors,
                 test_malformed_safetensors, test_tokenizer_errors, test_store_not_empty,
-                test_option_errors, test_read_only_connection, test_good_extraction_unchanged)
+                test_option_errors, test_read_only_connection, test_locked_database,
+                test_good_extraction_unchanged)

@@ -151,7 +151,7 @@ def test_lock_and_readers():
         progress.append(row(eid)["tokens_done"])
         time.sleep(0.02)
     try:
-        h.scalar(DB, "SELECT resume_extraction(%d);" % eid)
+        h.scalar(DB, ".timeout 10000\nSELECT resume_extraction(%d);" % eid)
         locked = False
     except h.SqlError as e:
         locked = "locked" in e.message or "in use" in e.message or "done" in e.message
