@@ -34,6 +34,7 @@
 #include "sae.h"
 #include "text.h"
 #include "tokenizer.h"
+#include "vtab_args.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -167,11 +168,6 @@ static int set_error(logits_vtab *vt, char *msg) {
     return SQLITE_ERROR;
 }
 
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int argc, sqlite3_value **argv) {
     (void)idx_str, (void)argc;
     logits_cursor *c = (logits_cursor *)cur;
@@ -180,46 +176,27 @@ static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     if (!(idx & (IDX_FEATURE_EQ | IDX_FEATURE_IN)))
         return set_error(vt, sqlite3_mprintf("feature_logits: give feature_id = ? or feature_id IN (...)"));
     int a = 0;
-    /* the requested features, sorted and unique */
-    int64_t *ids = NULL, n_ids = 0, cap = 0;
-    sqlite3_value *list = argv[a++], *v = list;
-    int rc = (idx & IDX_FEATURE_IN) ? sqlite3_vtab_in_first(list, &v) : SQLITE_OK;
-    for (; rc == SQLITE_OK && v; rc = (idx & IDX_FEATURE_IN) ? sqlite3_vtab_in_next(list, &v) : SQLITE_DONE) {
-        if (sqlite3_value_type(v) == SQLITE_NULL) continue;
-        if (n_ids == cap) {
-            cap = cap ? 2 * cap : 16;
-            int64_t *p = realloc(ids, (size_t)cap * sizeof *p);
-            if (!p) {
-                free(ids);
-                return SQLITE_NOMEM;
-            }
-            ids = p;
-        }
-        ids[n_ids++] = sqlite3_value_int64(v);
-        if (!(idx & IDX_FEATURE_IN)) break;
-    }
-    if (rc != SQLITE_OK && rc != SQLITE_DONE) {
-        free(ids);
-        return rc;
-    }
+    int64_t *ids = NULL, n_ids = 0; /* the requested features, sorted and unique */
+    int rc = sl_feature_ids(argv[a++], (idx & IDX_FEATURE_IN) != 0, &ids, &n_ids);
+    if (rc != SQLITE_OK) return rc;
     int64_t k = DEFAULT_K;
     if (idx & IDX_K) {
         sqlite3_value *kv = argv[a++];
         k = sqlite3_value_int64(kv);
         if (sqlite3_value_type(kv) != SQLITE_INTEGER || k < 1) {
-            free(ids);
+            sqlite3_free(ids);
             return set_error(vt, sqlite3_mprintf("feature_logits: k must be a positive integer"));
         }
     }
     int has_x = (idx & IDX_EXTRACTION) != 0;
     int64_t xid = has_x ? sqlite3_value_int64(argv[a]) : 0;
     if (n_ids == 0 || (has_x && sqlite3_value_type(argv[a]) == SQLITE_NULL)) {
-        free(ids);
+        sqlite3_free(ids);
         return SQLITE_OK; /* nothing matches */
     }
     char *msg = NULL;
     if (!(c->cp = sl_probe_cache_acquire(vt->cache, vt->db, has_x, xid, "feature_logits", &msg))) {
-        free(ids);
+        sqlite3_free(ids);
         return set_error(vt, msg);
     }
     sl_err err;
@@ -227,19 +204,14 @@ static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     const float *W_U = sl_probe_unembed(c->cp->probe, &vocab, &d_model, &untied, &err); /* [vocab, d_model] */
     const sl_sae *sae = sl_probe_sae(c->cp->probe);
     if (!W_U) {
-        free(ids);
+        sqlite3_free(ids);
         return set_error(vt, sqlite3_mprintf("feature_logits: extraction %lld: %s", (long long)c->cp->id, err.msg));
     }
-    qsort(ids, (size_t)n_ids, sizeof *ids, cmp_i64);
-    int64_t u = 0;
-    for (int64_t i = 0; i < n_ids; i++)
-        if (i == 0 || ids[i] != ids[u - 1]) ids[u++] = ids[i];
-    n_ids = u;
     for (int64_t i = 0; i < n_ids; i++)
         if (ids[i] < 0 || ids[i] >= sae->d_sae) {
             char *m = sqlite3_mprintf("feature_logits: feature_id %lld is out of range (the SAE %s has %d features)",
                                       (long long)ids[i], sae->path, sae->d_sae);
-            free(ids);
+            sqlite3_free(ids);
             return set_error(vt, m);
         }
     int32_t kk = k > vocab ? vocab : (int32_t)k;
@@ -247,7 +219,7 @@ static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     int32_t *best = malloc((size_t)kk * sizeof *best);
     c->rows = malloc((size_t)n_ids * 2 * (size_t)kk * sizeof *c->rows);
     if (!logits || !best || !c->rows) {
-        free(ids), free(logits), free(best);
+        sqlite3_free(ids), free(logits), free(best);
         return SQLITE_NOMEM;
     }
     for (int64_t i = 0; i < n_ids; i++) {
@@ -260,7 +232,7 @@ static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
                                                    .token = best[r], .logit = logits[best[r]]};
         }
     }
-    free(ids), free(logits), free(best);
+    sqlite3_free(ids), free(logits), free(best);
     return SQLITE_OK;
 }
 

@@ -45,6 +45,7 @@
 #include "catalog.h"
 #include "rowstore.h"
 #include "vtab_activations.h"
+#include "vtab_args.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -235,37 +236,6 @@ static int fail_err(act_cursor *c, const sl_err *err) {
     return fail(c, sqlite3_mprintf("saelite: extraction %lld: %s", (long long)c->x->id, err->msg));
 }
 
-/* An integer-valued argument (3.0 counts as 3); 0 when it matches nothing. */
-static int int_arg(sqlite3_value *v, int64_t *out) {
-    int t = sqlite3_value_type(v);
-    if (t == SQLITE_INTEGER) {
-        *out = sqlite3_value_int64(v);
-        return 1;
-    }
-    double d = sqlite3_value_double(v);
-    if (t != SQLITE_FLOAT || d != floor(d) || fabs(d) > 9e15) return 0;
-    *out = (int64_t)d;
-    return 1;
-}
-
-static int add_id(act_cursor *c, int64_t *cap, sqlite3_value *v) {
-    int64_t id;
-    if (!int_arg(v, &id)) return SQLITE_OK;
-    if (c->n_ids == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        int64_t *p = sqlite3_realloc64(c->ids, (sqlite3_uint64)*cap * sizeof *p);
-        if (!p) return SQLITE_NOMEM;
-        c->ids = p;
-    }
-    c->ids[c->n_ids++] = id;
-    return SQLITE_OK;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int wanted(const act_cursor *c, uint32_t feature) {
     if (!c->ids) return 1;
     int64_t lo = 0, hi = c->n_ids;
@@ -365,21 +335,15 @@ static int act_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, in
     act_cursor *c = (act_cursor *)cur;
     act_vtab *vt = (act_vtab *)cur->pVtab;
     cursor_reset(c);
-    int a = 0, rc = SQLITE_OK;
-    int64_t cap = 0, seq = -1, pos = -1;
+    int a = 0;
+    int64_t seq = -1, pos = -1;
     int want_ids = (idx & (IDX_FEATURE_EQ | IDX_FEATURE_IN)) != 0, matches = 1;
-    if (idx & IDX_FEATURE_EQ) {
-        rc = add_id(c, &cap, argv[a++]);
-    } else if (idx & IDX_FEATURE_IN) {
-        sqlite3_value *v;
-        sqlite3_value *list = argv[a++];
-        for (rc = sqlite3_vtab_in_first(list, &v); rc == SQLITE_OK && v; rc = sqlite3_vtab_in_next(list, &v))
-            if ((rc = add_id(c, &cap, v)) != SQLITE_OK) break;
-        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    if (want_ids) {
+        int rc = sl_feature_ids(argv[a++], (idx & IDX_FEATURE_IN) != 0, &c->ids, &c->n_ids);
+        if (rc != SQLITE_OK) return rc;
     }
-    if (rc != SQLITE_OK) return rc;
-    if (idx & IDX_SEQUENCE) matches &= int_arg(argv[a++], &seq) && seq >= 0;
-    if (idx & IDX_POSITION) matches &= int_arg(argv[a++], &pos) && pos >= 0;
+    if (idx & IDX_SEQUENCE) matches &= sl_integer_arg(argv[a++], &seq) && seq >= 0;
+    if (idx & IDX_POSITION) matches &= sl_integer_arg(argv[a++], &pos) && pos >= 0;
     int64_t xid = 0;
     if (idx & IDX_EXTRACTION) {
         if (sqlite3_value_type(argv[a]) == SQLITE_NULL) return SQLITE_OK; /* = NULL matches nothing */
@@ -388,19 +352,13 @@ static int act_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, in
     char *msg = NULL;
     if (!(c->x = sl_catalog_acquire(vt->catalog, vt->db, (idx & IDX_EXTRACTION) != 0, xid, &msg))) return fail(c, msg);
     if (!(c->tokens = sl_catalog_tokens(c->x, &msg)) && msg) return fail(c, msg);
-    if (want_ids) {
-        if (c->n_ids == 0) return SQLITE_OK; /* eof */
-        qsort(c->ids, (size_t)c->n_ids, sizeof *c->ids, cmp_i64);
-        int64_t u = 0;
-        for (int64_t i = 0; i < c->n_ids; i++)
-            if (i == 0 || c->ids[i] != c->ids[u - 1]) c->ids[u++] = c->ids[i];
-        c->n_ids = u;
-    }
+    if (want_ids && c->n_ids == 0) return SQLITE_OK; /* eof */
     if (!matches) return SQLITE_OK; /* eof: a sequence or position no row has */
     c->eof = 0;
     c->by_sequence = (idx & IDX_SEQUENCE) != 0;
     if (c->by_sequence) {
-        if ((rc = need_rowstore(c)) != SQLITE_OK) return rc;
+        int rc = need_rowstore(c);
+        if (rc != SQLITE_OK) return rc;
         const uint64_t seq_len = sl_rowstore_seq_len(c->rs), n_rows = sl_rowstore_n_rows(c->rs);
         uint64_t first = (uint64_t)seq * seq_len, last = first + seq_len;
         if (pos >= 0) {

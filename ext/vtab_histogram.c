@@ -36,6 +36,7 @@
 
 #include "catalog.h"
 #include "findex.h"
+#include "vtab_args.h"
 #include "vtabs.h"
 
 SQLITE_EXTENSION_INIT3
@@ -155,19 +156,6 @@ static int fail(histogram_cursor *c, char *msg) {
     sqlite3_free(vt->zErrMsg);
     vt->zErrMsg = msg;
     return msg ? SQLITE_ERROR : SQLITE_NOMEM;
-}
-
-/* An integer argument (an integral REAL counts); 0 when it is not one. */
-static int integer_arg(sqlite3_value *v, int64_t *out) {
-    int t = sqlite3_value_type(v);
-    if (t == SQLITE_INTEGER) {
-        *out = sqlite3_value_int64(v);
-        return 1;
-    }
-    double d = sqlite3_value_double(v);
-    if (t != SQLITE_FLOAT || d != floor(d) || fabs(d) > 9e15) return 0;
-    *out = (int64_t)d;
-    return 1;
 }
 
 static int alloc_bins(histogram_cursor *c, int64_t n) {
@@ -295,7 +283,7 @@ static int hist_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, i
 
     c->n_bins = DEFAULT_BINS;
     if (arg[bins_col] && sqlite3_value_type(arg[bins_col]) != SQLITE_NULL &&
-        (!integer_arg(arg[bins_col], &c->n_bins) || c->n_bins < 1 || c->n_bins > MAX_BINS))
+        (!sl_integer_arg(arg[bins_col], &c->n_bins) || c->n_bins < 1 || c->n_bins > MAX_BINS))
         return fail(c, sqlite3_mprintf("%s: bins must be an integer from 1 to %d (got '%s')", fn, MAX_BINS,
                                        sqlite3_value_text(arg[bins_col])));
     c->log_scale = 0;
@@ -309,7 +297,7 @@ static int hist_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, i
         if (!arg[FH_FEATURE])
             return fail(c, sqlite3_mprintf("%s: give a feature, e.g. SELECT * FROM %s(42)", fn, fn));
         if (sqlite3_value_type(arg[FH_FEATURE]) == SQLITE_NULL) return SQLITE_OK; /* = NULL: no rows */
-        if (!integer_arg(arg[FH_FEATURE], &c->feature))
+        if (!sl_integer_arg(arg[FH_FEATURE], &c->feature))
             return fail(c, sqlite3_mprintf("%s: feature_id must be an integer (got '%s')", fn,
                                            sqlite3_value_text(arg[FH_FEATURE])));
     }

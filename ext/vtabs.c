@@ -58,6 +58,7 @@
 #include "findex.h"
 #include "rowstore.h"
 #include "sample.h"
+#include "vtab_args.h"
 #include "vtabs.h"
 
 SQLITE_EXTENSION_INIT3
@@ -334,26 +335,6 @@ static int vt_close(sqlite3_vtab_cursor *cur) {
     return SQLITE_OK;
 }
 
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int add_id(feature_cursor *c, int64_t *cap, sqlite3_value *v) {
-    if (sqlite3_value_type(v) != SQLITE_INTEGER) {
-        double d = sqlite3_value_double(v); /* 3.0 matches feature 3; 3.5 matches nothing */
-        if (sqlite3_value_type(v) != SQLITE_FLOAT || d != floor(d) || fabs(d) > 9e15) return SQLITE_OK;
-    }
-    if (c->n_ids == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        int64_t *p = sqlite3_realloc64(c->ids, (sqlite3_uint64)*cap * sizeof *p);
-        if (!p) return SQLITE_NOMEM;
-        c->ids = p;
-    }
-    c->ids[c->n_ids++] = sqlite3_value_int64(v);
-    return SQLITE_OK;
-}
-
 static uint32_t d_sae_of(const feature_cursor *c) { return c->x->res.header->d_sae; }
 
 static int64_t current_feature(const feature_cursor *c) {
@@ -597,19 +578,12 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     feature_cursor *c = (feature_cursor *)cur;
     feature_vtab *vt = (feature_vtab *)cur->pVtab;
     cursor_reset(c);
-    int a = 0, rc = SQLITE_OK;
-    int64_t cap = 0;
+    int a = 0;
     int want_ids = idx & (IDX_FEATURE_EQ | IDX_FEATURE_IN);
-    if (idx & IDX_FEATURE_EQ) {
-        rc = add_id(c, &cap, argv[a++]);
-    } else if (idx & IDX_FEATURE_IN) {
-        sqlite3_value *v;
-        sqlite3_value *list = argv[a++];
-        for (rc = sqlite3_vtab_in_first(list, &v); rc == SQLITE_OK && v; rc = sqlite3_vtab_in_next(list, &v))
-            if ((rc = add_id(c, &cap, v)) != SQLITE_OK) break;
-        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    if (want_ids) {
+        int rc = sl_feature_ids(argv[a++], (idx & IDX_FEATURE_IN) != 0, &c->ids, &c->n_ids);
+        if (rc != SQLITE_OK) return rc;
     }
-    if (rc != SQLITE_OK) return rc;
     int has_x = (idx & IDX_EXTRACTION) != 0;
     int64_t xid = 0;
     if (has_x) {
@@ -638,14 +612,7 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
         c->walk_key = by == ORDER_BY_MAX ? RK_MAX : RK_N_ACTIVE;
         c->desc = (idx >> ORDER_SHIFT & ORDER_DESC) != 0;
     }
-    if (want_ids) {
-        if (c->n_ids == 0) return SQLITE_OK; /* eof */
-        qsort(c->ids, (size_t)c->n_ids, sizeof *c->ids, cmp_i64);
-        int64_t u = 0;
-        for (int64_t i = 0; i < c->n_ids; i++)
-            if (i == 0 || c->ids[i] != c->ids[u - 1]) c->ids[u++] = c->ids[i];
-        c->n_ids = u;
-    }
+    if (want_ids && c->n_ids == 0) return SQLITE_OK; /* eof */
     c->eof = 0;
     return settle(c);
 }

@@ -1,0 +1,64 @@
+/* vtab_args.c: see vtab_args.h. */
+#include "vtab_args.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+SQLITE_EXTENSION_INIT3
+
+int sl_integer_arg(sqlite3_value *v, int64_t *out) {
+    int t = sqlite3_value_type(v);
+    if (t == SQLITE_INTEGER) {
+        *out = sqlite3_value_int64(v);
+        return 1;
+    }
+    double d = sqlite3_value_double(v);
+    if (t != SQLITE_FLOAT || d != floor(d) || fabs(d) > 9e15) return 0;
+    *out = (int64_t)d;
+    return 1;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int push(int64_t **ids, int64_t *n, int64_t *cap, sqlite3_value *v) {
+    int64_t id;
+    if (!sl_integer_arg(v, &id)) return SQLITE_OK;
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        int64_t *p = sqlite3_realloc64(*ids, (sqlite3_uint64)*cap * sizeof *p);
+        if (!p) return SQLITE_NOMEM;
+        *ids = p;
+    }
+    (*ids)[(*n)++] = id;
+    return SQLITE_OK;
+}
+
+int sl_feature_ids(sqlite3_value *arg, int in_list, int64_t **ids, int64_t *n) {
+    int64_t cap = 0;
+    int rc = SQLITE_OK;
+    *ids = NULL;
+    *n = 0;
+    if (!in_list) {
+        rc = push(ids, n, &cap, arg);
+    } else {
+        sqlite3_value *v;
+        for (rc = sqlite3_vtab_in_first(arg, &v); rc == SQLITE_OK && v; rc = sqlite3_vtab_in_next(arg, &v))
+            if ((rc = push(ids, n, &cap, v)) != SQLITE_OK) break;
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) {
+        sqlite3_free(*ids);
+        *ids = NULL;
+        *n = 0;
+        return rc;
+    }
+    qsort(*ids, (size_t)*n, sizeof **ids, cmp_i64);
+    int64_t u = 0;
+    for (int64_t i = 0; i < *n; i++)
+        if (i == 0 || (*ids)[i] != (*ids)[u - 1]) (*ids)[u++] = (*ids)[i];
+    *n = u;
+    return SQLITE_OK;
+}
