@@ -144,6 +144,8 @@ def render(r, png_name, png_ok):
         add("|---|---|---|")
         add("| end to end (%d tokens) | %.1f s | %.1f s |" % (sl["tokens"], sl["wall_s"], pe["wall_s"]))
         add("| tokens/s | %.0f | %.0f |" % (sl["tokens_per_s"], pe["tokens"] / pe["wall_s"]))
+        if sl.get("cpu_s") and pe.get("cpu_s"):
+            add("| CPU time (user + system) | %.1f s | %.1f s |" % (sl["cpu_s"], pe["cpu_s"]))
         add("| peak RSS | %s | %s |" % (mib(sl["peak_rss_mib"] * 1048576) if sl.get("peak_rss_mib") else "?",
                                         mib(pe["peak_rss_mib"] * 1048576) if pe.get("peak_rss_mib") else "?"))
         add("| store / cache | %s (segments) | %s (delphi files) |" % (size(sl["store_bytes"]), size(pe["cache_bytes"])))
@@ -154,7 +156,8 @@ def render(r, png_name, png_ok):
                 t["run_stats"], t["save"]))
         add("")
         add("**saelite is %.2f× faster end to end** (%.2f× leaving out the peer's %.1f s of Python imports)." % (
-            pe["ratio_end_to_end"], (pe["wall_s"] - t["import"]) / sl["wall_s"], t["import"]))
+            pe["ratio_end_to_end"], (pe["wall_s"] - t["import"]) / sl["wall_s"], t["import"]) +
+            (" In CPU time: %.2f×." % (pe["cpu_s"] / sl["cpu_s"]) if sl.get("cpu_s") and pe.get("cpu_s") else ""))
         add("")
         add("Same results (`bench/peer/compare.py`, saelite read through SQL): %s. Tokens that went to the "
             "SAE: %d and %d. n_active differs on %d of %d features (%d activations in all, of %d; values "

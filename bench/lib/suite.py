@@ -331,8 +331,13 @@ class Suite:
         pj = json.load(open(os.path.join(out, "peer.json")))
         pj["wall_s"] = wall
         if self.timev:
-            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(os.path.join(self.work, "peer.time")).read())
+            tv = open(os.path.join(self.work, "peer.time")).read()
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", tv)
             pj["peak_rss_mib"] = int(m.group(1)) / 1024 if m else None
+            u = re.search(r"User time \(seconds\): ([\d.]+)", tv)
+            st = re.search(r"System time \(seconds\): ([\d.]+)", tv)
+            if u and st:
+                pj["cpu_s"] = float(u.group(1)) + float(st.group(1))
         pj["delphi_formula_bytes"] = delphi_bytes(pj["nnz"], pj["sequences"], SEQ_LEN, pj["d_sae"])
         log("comparing saelite's results (SQL) with the peer's")
         p = subprocess.run([self.peer_python, os.path.join(ROOT, "bench", "peer", "compare.py"), "--db", self.model_db,
