@@ -311,10 +311,11 @@ class Suite:
             self.save()
 
     def step_peer(self):
-        if "model" in self.res["skipped"]:
-            return
         if not self.peer_ok:
             self.skip("peer", "the peer pipeline needs torch, transformers, sae-lens: " + self.peer_python_status)
+            return
+        if "model" in self.res["skipped"]:
+            self.skip("peer", "no model input (see 'model')")
             return
         run = self.res["runs"]["model-standard"]
         out = os.path.join(self.work, "peer")
