@@ -55,6 +55,7 @@ int sl_feature_ids(sqlite3_value *arg, int in_list, int64_t **ids, int64_t *n) {
         *n = 0;
         return rc;
     }
+    if (*n == 0) return SQLITE_OK; /* no id: no rows (and no qsort of NULL) */
     qsort(*ids, (size_t)*n, sizeof **ids, cmp_i64);
     int64_t u = 0;
     for (int64_t i = 0; i < *n; i++)

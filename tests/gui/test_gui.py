@@ -230,6 +230,9 @@ def fetch_html(url):
             return r.read().decode("utf-8")
     except urllib.error.HTTPError as e:  # an SQL error is a page too (status 400)
         return e.read().decode("utf-8")
+    except (urllib.error.URLError, ConnectionError) as e:  # the server died: say why
+        raise RuntimeError("no answer for %s (%s); end of the server's log:\n%s"
+                           % (url, e, read_log()[-3000:])) from None
 
 
 def screenshot(url, png, width=1280, height=900):
