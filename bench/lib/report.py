@@ -36,7 +36,7 @@ def render(r, png_name, png_ok):
         add("")
         add("> **Quick run** (`--quick`): small sizes for development, a few minutes in all. "
             "The figures show the shape of the costs, not the machine's best; the full suite "
-            "(`bench/bench.sh`, about 25 minutes) measures the sizes the targets are stated for.")
+            "(`bench/bench.sh`, under 30 minutes on 2 cores) measures the sizes the targets are stated for.")
     add("")
     add("| | |")
     add("|---|---|")
@@ -333,7 +333,7 @@ def render(r, png_name, png_ok):
     add("## Reproduce")
     add("")
     add("```sh")
-    add("PEER_PYTHON=/path/to/venv/bin/python bench/bench.sh          # full suite, about 25 minutes on 2 cores")
+    add("PEER_PYTHON=/path/to/venv/bin/python bench/bench.sh          # full suite, under 30 minutes on 2 cores")
     add("PEER_PYTHON=/path/to/venv/bin/python bench/bench.sh --quick  # about 5 minutes")
     add("```")
     add("")
