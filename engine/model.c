@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 
 #include "model_math.h"
 #include "safetensors.h"
+#include "workpool.h"
 
 #define SL_PATH_MAX 4200
 
@@ -37,8 +39,19 @@ typedef struct sl_block {
     float *mlp_proj_b;      /* [C] */
 } sl_block;
 
+/* The forward's threads. The pool is made on the first forward (a loaded model that
+ * never runs costs no threads) and serves one forward at a time: `busy` is taken with
+ * trylock, and a forward that finds it held runs serially on its own thread. */
+typedef struct sl_model_rt {
+    pthread_mutex_t busy;
+    sl_workpool *pool;
+    int pool_tried;
+    int n_threads; /* the pool's threads, fixed at load: the workspace has n_threads + 1 score buffers */
+} sl_model_rt;
+
 struct sl_model {
     sl_model_config cfg;
+    sl_model_rt *rt;
     sl_act act;
     int scale_attn_weights;              /* divide scores by sqrt(HS) (HF default true) */
     int scale_attn_by_inverse_layer_idx; /* and by layer + 1 (HF default false) */
@@ -131,6 +144,11 @@ static void free_block(sl_block *b) {
 
 void sl_model_free(sl_model *m) {
     if (!m) return;
+    if (m->rt) {
+        sl_workpool_free(m->rt->pool);
+        pthread_mutex_destroy(&m->rt->busy);
+        free(m->rt);
+    }
     if (m->blocks)
         for (int l = 0; l < m->cfg.n_layer; l++) free_block(&m->blocks[l]);
     free(m->blocks);
@@ -302,6 +320,12 @@ sl_model *sl_model_load(const char *dir, sl_err *err) {
     if (!dir) return sl_errf(err, "no model directory given"), NULL;
     sl_model *m = calloc(1, sizeof *m);
     if (!m) return sl_errf(err, "out of memory"), NULL;
+    if (!(m->rt = calloc(1, sizeof *m->rt))) {
+        free(m);
+        return sl_errf(err, "out of memory"), NULL;
+    }
+    pthread_mutex_init(&m->rt->busy, NULL);
+    m->rt->n_threads = sl_workpool_default_threads();
     char weights_path[SL_PATH_MAX], bin_path[SL_PATH_MAX];
     struct stat sb;
     if (stat(dir, &sb) != 0) {
@@ -346,7 +370,8 @@ static int runs_mlp(sl_hook hook) {
  *   buf  [N, C]            layer-norm output, then the c_proj output of attention / MLP
  *   y    [N, C]            attention output, heads concatenated (input of attn c_proj)
  *   big  [N, max(3C, F)]   qkv [N, 3C] during attention; MLP hidden h [N, F] after it
- *   att  [T, T]            scores / probabilities of one (sequence, head)
+ *   att  [W, T, T]         scores / probabilities of one (sequence, head) per worker,
+ *                          W = the model's pool threads + 1 (the caller works too)
  * Only x when no block runs (blocks.0.hook_resid_pre); no F part when no MLP runs. */
 size_t sl_model_workspace_floats(const sl_model *m, int n_seq, int seq_len, sl_hook hook) {
     if (n_seq <= 0 || seq_len <= 0) return 0;
@@ -355,7 +380,7 @@ size_t sl_model_workspace_floats(const sl_model *m, int n_seq, int seq_len, sl_h
     if (!runs_block(hook)) return N * C;
     size_t wide = 3 * C;
     if (runs_mlp(hook) && F > wide) wide = F;
-    return 3 * N * C + N * wide + T * T;
+    return 3 * N * C + N * wide + ((size_t)m->rt->n_threads + 1) * T * T;
 }
 
 /* out [N, OC] = in [N, IC] W [IC, OC] + bias [OC] (Conv1D). */
@@ -364,41 +389,117 @@ static void conv1d(const float *in, const float *W, const float *bias, float *ou
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, in, IC, W, OC, 1.0f, out, OC);
 }
 
-static void layer_norm(const float *in, const float *w, const float *b, float *out, int N, int C, float eps) {
-    for (int r = 0; r < N; r++)
-        sl_layer_norm_row(in + (size_t)r * (size_t)C, w, b, out + (size_t)r * (size_t)C, C, eps);
+/* The forward's non-GEMM steps run as pool jobs. Each item is a range of rows (or one
+ * (sequence, head) of attention) computed exactly as the serial loop would, so the
+ * result does not depend on how items fall on threads. */
+typedef enum fwd_op { OP_EMBED, OP_LAYER_NORM, OP_ADD, OP_GELU_TANH, OP_GELU_ERF, OP_ATTENTION } fwd_op;
+
+/* Rows per item of the row-wise steps: large enough that the pool's lock per item is
+ * noise (64 rows of d_model 768 is about 50k floats), small enough to balance. */
+#define FWD_ROWS_PER_ITEM 64
+
+typedef struct fwd_job {
+    fwd_op op;
+    int N, T, C, NH, HS, width; /* width: floats per row of the row-wise op */
+    const sl_model *m;
+    const int32_t *tokens;
+    const float *in, *w, *b;
+    float *out;
+    float eps, scale;
+    float *att; /* [workers, T, T] */
+} fwd_job;
+
+static void attention_item(const fwd_job *j, size_t item, int worker) {
+    const int T = j->T, C = j->C, HS = j->HS, ld = 3 * C;
+    const int b = (int)(item / (size_t)j->NH), h = (int)(item % (size_t)j->NH);
+    float *att = j->att + (size_t)worker * (size_t)T * (size_t)T;
+    /* q, k, v of (b, h): [T, HS] each, row stride 3C, inside qkv (j->in) */
+    const float *q = j->in + (size_t)b * (size_t)T * (size_t)ld + (size_t)h * (size_t)HS;
+    const float *k = q + C;
+    const float *v = q + 2 * C;
+    /* att [T, T] = scale * q k^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, j->scale, q, ld, k, ld, 0.0f, att, T);
+    for (int t = 0; t < T; t++) sl_softmax_causal_row(att + (size_t)t * (size_t)T, t + 1, T);
+    /* y[b, :, h] [T, HS] ld C = att v */
+    float *yo = j->out + (size_t)b * (size_t)T * (size_t)C + (size_t)h * (size_t)HS;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, att, T, v, ld, 0.0f, yo, C);
 }
 
-static void add_inplace(float *x, const float *d, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += d[i];
+static void fwd_item(void *ctx, size_t item, int worker) {
+    const fwd_job *j = ctx;
+    if (j->op == OP_ATTENTION) {
+        attention_item(j, item, worker);
+        return;
+    }
+    const size_t W = (size_t)j->width;
+    const int r0 = (int)item * FWD_ROWS_PER_ITEM;
+    const int r1 = r0 + FWD_ROWS_PER_ITEM < j->N ? r0 + FWD_ROWS_PER_ITEM : j->N;
+    const size_t lo = (size_t)r0 * W, hi = (size_t)r1 * W;
+    switch (j->op) {
+    case OP_EMBED: /* x[b, t] = wte[token] + wpe[t] */
+        for (int i = r0; i < r1; i++) {
+            const float *te = j->m->wte + (size_t)j->tokens[i] * W, *pe = j->m->wpe + (size_t)(i % j->T) * W;
+            float *xr = j->out + (size_t)i * W;
+            for (size_t k = 0; k < W; k++) xr[k] = te[k] + pe[k];
+        }
+        break;
+    case OP_LAYER_NORM:
+        for (int r = r0; r < r1; r++) sl_layer_norm_row(j->in + (size_t)r * W, j->w, j->b, j->out + (size_t)r * W, j->width, j->eps);
+        break;
+    case OP_ADD:
+        for (size_t i = lo; i < hi; i++) j->out[i] += j->in[i];
+        break;
+    case OP_GELU_TANH:
+        for (size_t i = lo; i < hi; i++) j->out[i] = sl_gelu_tanh(j->out[i]);
+        break;
+    case OP_GELU_ERF:
+        for (size_t i = lo; i < hi; i++) j->out[i] = sl_gelu_erf(j->out[i]);
+        break;
+    case OP_ATTENTION:
+        break;
+    }
 }
 
-int sl_model_forward(const sl_model *m, const int32_t *tokens, int n_seq, int seq_len, sl_hook hook, float *out,
-                     float *ws, sl_err *err) {
+/* Runs job j over all its items on the pool (NULL: on the caller). */
+static void run_job(sl_workpool *pool, fwd_job *j) {
+    size_t n = j->op == OP_ATTENTION ? (size_t)(j->N / j->T) * (size_t)j->NH
+                                     : ((size_t)j->N + FWD_ROWS_PER_ITEM - 1) / FWD_ROWS_PER_ITEM;
+    sl_workjob wj;
+    sl_workpool_start(pool, &wj, n, fwd_item, j);
+    sl_workpool_wait(pool, &wj);
+}
+
+static void rows_op(sl_workpool *pool, const sl_model *m, fwd_op op, const float *in, const float *w, const float *b,
+                    float *out, int N, int width) {
+    fwd_job j = {.op = op, .N = N, .T = 1, .width = width, .m = m, .in = in, .w = w, .b = b, .out = out,
+                 .eps = m->cfg.layer_norm_eps};
+    run_job(pool, &j);
+}
+
+/* The pool for this forward, with rt->busy held; NULL (serial) when another forward
+ * holds it, when the pool has no threads, or when its threads could not start. */
+static sl_workpool *take_pool(const sl_model *m, int *held) {
+    sl_model_rt *rt = m->rt;
+    *held = pthread_mutex_trylock(&rt->busy) == 0;
+    if (!*held) return NULL;
+    if (!rt->pool_tried && rt->n_threads > 0) {
+        sl_err ignored = {{0}};
+        rt->pool = sl_workpool_new(rt->n_threads, 0, &ignored); /* failing costs only speed */
+        rt->pool_tried = 1;
+    }
+    return rt->pool;
+}
+
+static int forward(const sl_model *m, sl_workpool *pool, const int32_t *tokens, int B, int T, sl_hook hook,
+                   float *out, float *ws) {
     const sl_model_config *c = &m->cfg;
-    if (sl_model_check_hook(m, hook, err) != 0) return -1;
-    if (n_seq < 1) return sl_errf(err, "no sequences to run (n_seq %d)", n_seq);
-    if (seq_len < 1 || seq_len > c->n_positions)
-        return sl_errf_path(err, m->cfg_path, "sequence length %d is outside [1, n_positions = %d]", seq_len,
-                            c->n_positions);
-    const int B = n_seq, T = seq_len, C = c->d_model, NH = c->n_head, HS = C / NH, F = c->d_mlp;
-    if ((size_t)B * (size_t)T > (size_t)(1 << 30)) return sl_errf(err, "batch of %d x %d tokens is too large", B, T);
+    const int C = c->d_model, NH = c->n_head, HS = C / NH, F = c->d_mlp;
     const int N = B * T;
-    for (int i = 0; i < N; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return sl_errf_path(err, m->cfg_path,
-                                "token id %d (sequence %d, position %d) is outside the vocabulary [0, %d)",
-                                (int)tokens[i], i / T, i % T, c->vocab_size);
-
     const size_t NC = (size_t)N * (size_t)C;
     float *x = ws; /* [N, C] */
 
-    /* Embeddings: x[b, t] = wte[token] + wpe[t]. */
-    for (int i = 0; i < N; i++) {
-        const float *te = m->wte + (size_t)tokens[i] * (size_t)C, *pe = m->wpe + (size_t)(i % T) * (size_t)C;
-        float *xr = x + (size_t)i * (size_t)C;
-        for (int k = 0; k < C; k++) xr[k] = te[k] + pe[k];
-    }
+    fwd_job emb = {.op = OP_EMBED, .N = N, .T = T, .width = C, .m = m, .tokens = tokens, .out = x};
+    run_job(pool, &emb);
     if (!runs_block(hook)) { /* blocks.0.hook_resid_pre: the workspace is x alone */
         memcpy(out, x, NC * sizeof(float));
         return 0;
@@ -409,7 +510,7 @@ int sl_model_forward(const sl_model *m, const int32_t *tokens, int n_seq, int se
     float *big = y + NC; /* [N, max(3C, F)]: qkv [N, 3C], then h [N, F] */
     size_t wide = (size_t)3 * (size_t)C;
     if (runs_mlp(hook) && (size_t)F > wide) wide = (size_t)F;
-    float *att = big + (size_t)N * wide; /* [T, T] */
+    float *att = big + (size_t)N * wide; /* [workers, T, T] */
 
     for (int l = 0; l <= hook.layer; l++) {
         const sl_block *bl = &m->blocks[l];
@@ -417,49 +518,63 @@ int sl_model_forward(const sl_model *m, const int32_t *tokens, int n_seq, int se
 
         /* Attention. */
         float *qkv = big; /* [N, 3C]: per row Q | K | V, head h at columns h*HS of each */
-        layer_norm(x, bl->ln1_w, bl->ln1_b, buf, N, C, c->layer_norm_eps);
+        rows_op(pool, m, OP_LAYER_NORM, x, bl->ln1_w, bl->ln1_b, buf, N, C);
         conv1d(buf, bl->attn_w, bl->attn_b, qkv, N, C, 3 * C);
         float scale = m->scale_attn_weights ? 1.0f / sqrtf((float)HS) : 1.0f;
         if (m->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
-        const int ld = 3 * C;
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < NH; h++) {
-                /* q, k, v of (b, h): [T, HS] each, row stride 3C, inside qkv */
-                const float *q = qkv + (size_t)b * (size_t)T * (size_t)ld + (size_t)h * (size_t)HS;
-                const float *k = q + C;
-                const float *v = q + 2 * C;
-                /* att [T, T] = scale * q k^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, ld, k, ld, 0.0f, att, T);
-                for (int t = 0; t < T; t++) sl_softmax_causal_row(att + (size_t)t * (size_t)T, t + 1, T);
-                /* y[b, :, h] [T, HS] ld C = att v */
-                float *yo = y + (size_t)b * (size_t)T * (size_t)C + (size_t)h * (size_t)HS;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, att, T, v, ld, 0.0f, yo, C);
-            }
-        }
+        /* B * NH small GEMMs (T x T x HS): OpenBLAS threading them costs more than it
+         * gains (on 2 cores 22-101 GFLOP/s with 2 threads vs 97-117 with one), so each
+         * runs single-threaded and the (sequence, head) pairs are spread over the pool.
+         * The BLAS thread count is process-wide: it is restored for the big GEMMs. */
+        const int blas_threads = openblas_get_num_threads();
+        if (blas_threads > 1) openblas_set_num_threads(1);
+        fwd_job aj = {.op = OP_ATTENTION, .N = N, .T = T, .C = C, .NH = NH, .HS = HS, .m = m, .in = qkv, .out = y,
+                      .scale = scale, .att = att};
+        run_job(pool, &aj);
+        if (blas_threads > 1) openblas_set_num_threads(blas_threads);
         conv1d(y, bl->attn_proj_w, bl->attn_proj_b, buf, N, C, C); /* buf = attn_out [N, C] */
         if (hook.kind == SL_HOOK_ATTN_OUT && l == hook.layer) {
             memcpy(out, buf, NC * sizeof(float));
             return 0;
         }
-        add_inplace(x, buf, NC);
+        rows_op(pool, m, OP_ADD, buf, NULL, NULL, x, N, C);
 
         /* MLP. */
         float *hid = big; /* [N, F] */
-        layer_norm(x, bl->ln2_w, bl->ln2_b, buf, N, C, c->layer_norm_eps);
+        rows_op(pool, m, OP_LAYER_NORM, x, bl->ln2_w, bl->ln2_b, buf, N, C);
         conv1d(buf, bl->fc_w, bl->fc_b, hid, N, C, F);
-        const size_t NF = (size_t)N * (size_t)F;
-        if (m->act == SL_ACT_GELU_TANH)
-            for (size_t i = 0; i < NF; i++) hid[i] = sl_gelu_tanh(hid[i]);
-        else
-            for (size_t i = 0; i < NF; i++) hid[i] = sl_gelu_erf(hid[i]);
+        rows_op(pool, m, m->act == SL_ACT_GELU_TANH ? OP_GELU_TANH : OP_GELU_ERF, NULL, NULL, NULL, hid, N, F);
         conv1d(hid, bl->mlp_proj_w, bl->mlp_proj_b, buf, N, F, C); /* buf = mlp_out [N, C] */
         if (hook.kind == SL_HOOK_MLP_OUT && l == hook.layer) {
             memcpy(out, buf, NC * sizeof(float));
             return 0;
         }
-        add_inplace(x, buf, NC);
+        rows_op(pool, m, OP_ADD, buf, NULL, NULL, x, N, C);
     }
     /* resid_pre of hook.layer or resid_post of hook.layer. */
     memcpy(out, x, NC * sizeof(float));
     return 0;
+}
+
+int sl_model_forward(const sl_model *m, const int32_t *tokens, int n_seq, int seq_len, sl_hook hook, float *out,
+                     float *ws, sl_err *err) {
+    const sl_model_config *c = &m->cfg;
+    if (sl_model_check_hook(m, hook, err) != 0) return -1;
+    if (n_seq < 1) return sl_errf(err, "no sequences to run (n_seq %d)", n_seq);
+    if (seq_len < 1 || seq_len > c->n_positions)
+        return sl_errf_path(err, m->cfg_path, "sequence length %d is outside [1, n_positions = %d]", seq_len,
+                            c->n_positions);
+    const int B = n_seq, T = seq_len;
+    if ((size_t)B * (size_t)T > (size_t)(1 << 30)) return sl_errf(err, "batch of %d x %d tokens is too large", B, T);
+    const int N = B * T;
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return sl_errf_path(err, m->cfg_path,
+                                "token id %d (sequence %d, position %d) is outside the vocabulary [0, %d)",
+                                (int)tokens[i], i / T, i % T, c->vocab_size);
+    int held;
+    sl_workpool *pool = take_pool(m, &held);
+    int rc = forward(m, pool, tokens, B, T, hook, out, ws);
+    if (held) pthread_mutex_unlock(&m->rt->busy);
+    return rc;
 }
