@@ -525,7 +525,9 @@ static int forward(const sl_model *m, sl_workpool *pool, const int32_t *tokens, 
         /* B * NH small GEMMs (T x T x HS): OpenBLAS threading them costs more than it
          * gains (on 2 cores 22-101 GFLOP/s with 2 threads vs 97-117 with one), so each
          * runs single-threaded and the (sequence, head) pairs are spread over the pool.
-         * The BLAS thread count is process-wide: it is restored for the big GEMMs. */
+         * The BLAS thread count is process-wide (0.3.21 has no per-call setting): it is
+         * restored for the big GEMMs, and a forward on another model running meanwhile
+         * may get a big GEMM single-threaded (slower, and rounded as one thread does). */
         const int blas_threads = openblas_get_num_threads();
         if (blas_threads > 1) openblas_set_num_threads(1);
         fwd_job aj = {.op = OP_ATTENTION, .N = N, .T = T, .C = C, .NH = NH, .HS = HS, .m = m, .in = qkv, .out = y,

@@ -10,8 +10,11 @@
  *
  * Also checked: a lone sequence gives the rows of the batched call, a prefix
  * gives the first rows of the full sequence (causality), and the errors for bad
- * hooks, tokens, lengths, configs and weights. Every workspace is malloc'd at
+ * hooks, tokens, lengths, configs and weights; the forward's thread pool changes
+ * no bit of the output, whatever its size, and two forwards may share a model at
+ * once (the second runs serially). Every workspace is malloc'd at
  * exactly sl_model_workspace_floats so that ASan sees an overrun. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +333,88 @@ static void bench_small(const sl_model *m, const int32_t *tokens, int B, int T) 
     printf("  full forward of %d x %d tokens: %.0f us\n", B, T, us);
 }
 
+typedef struct fwd_arg {
+    const sl_model *m;
+    const int32_t *tokens;
+    int B, T;
+    float *out;
+} fwd_arg;
+
+static void *fwd_thread(void *p) {
+    fwd_arg *a = p;
+    sl_err err = {{0}};
+    a->out = run(a->m, a->tokens, a->B, a->T, (sl_hook){sl_model_config_of(a->m)->n_layer - 1, SL_HOOK_RESID_POST},
+                 &err);
+    return NULL;
+}
+
+/* The pool size ($SAELITE_THREADS at load) changes no bit of any hook; concurrent
+ * forwards on one model give the same bits too. */
+static void check_threads(const char *dir, const int32_t *tokens, int B, int T) {
+    const char *saved = getenv("SAELITE_THREADS");
+    char *keep = saved ? strdup(saved) : NULL;
+    const char *counts[] = {"0", "1", "3"};
+    float *ref[4] = {0};
+    size_t n = 0;
+    sl_model *m3 = NULL;
+    for (int i = 0; i < 3; i++) {
+        setenv("SAELITE_THREADS", counts[i], 1);
+        sl_err err = {{0}};
+        sl_model *m = sl_model_load(dir, &err);
+        CHECK(m != NULL);
+        if (!m) continue;
+        const sl_model_config *c = sl_model_config_of(m);
+        n = (size_t)B * (size_t)T * (size_t)c->d_model;
+        for (int l = 0; l < c->n_layer; l++)
+            for (int k = 0; k < 4; k++) {
+                float *got = run(m, tokens, B, T, (sl_hook){l, (sl_hook_kind)k}, &err);
+                CHECK(got != NULL);
+                if (l == c->n_layer - 1 && k == SL_HOOK_RESID_POST) {
+                    ref[i] = got;
+                } else {
+                    float *base = NULL;
+                    if (i > 0) { /* compare with the serial pool's run of the same hook */
+                        setenv("SAELITE_THREADS", "0", 1);
+                        sl_model *m0 = sl_model_load(dir, &err);
+                        base = m0 ? run(m0, tokens, B, T, (sl_hook){l, (sl_hook_kind)k}, &err) : NULL;
+                        sl_model_free(m0);
+                        setenv("SAELITE_THREADS", counts[i], 1);
+                        CHECK(base && got && memcmp(base, got, n * sizeof(float)) == 0);
+                    }
+                    free(base);
+                    free(got);
+                }
+            }
+        if (i == 2)
+            m3 = m;
+        else
+            sl_model_free(m);
+    }
+    for (int i = 1; i < 3; i++) CHECK(ref[0] && ref[i] && memcmp(ref[0], ref[i], n * sizeof(float)) == 0);
+    if (m3) {
+        fwd_arg a[3];
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++) {
+            a[i] = (fwd_arg){m3, tokens, B, T, NULL};
+            CHECK(pthread_create(&th[i], NULL, fwd_thread, &a[i]) == 0);
+        }
+        for (int i = 0; i < 3; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(ref[0] && a[i].out && memcmp(ref[0], a[i].out, n * sizeof(float)) == 0);
+            free(a[i].out);
+        }
+        sl_model_free(m3);
+    }
+    for (int i = 0; i < 3; i++) free(ref[i]);
+    if (keep) {
+        setenv("SAELITE_THREADS", keep, 1);
+        free(keep);
+    } else {
+        unsetenv("SAELITE_THREADS");
+    }
+    printf("  the same bits with 0, 1 and 3 pool threads, and from 3 concurrent forwards\n");
+}
+
 /* Finds tests/data/NAME; 0 on success. */
 static int data_dir(char *out, size_t size, const char *name, int argc, char **argv) {
     const char *src = getenv("SAELITE_SOURCE_DIR");
@@ -373,6 +458,7 @@ int main(int argc, char **argv) {
     int32_t *tokens = check_against_reference(m, dir, "gpt2_tiny (F32, transformer. prefix, gelu_new)", &B, &T);
     if (tokens) {
         check_independence(m, tokens, B, T);
+        check_threads(dir, tokens, B, T);
         bench_small(m, tokens, B, T);
     }
     free(tokens);
