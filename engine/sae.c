@@ -12,6 +12,7 @@
 
 #include "safetensors.h"
 #include "sae_math.h"
+#include "workpool.h"
 
 const char *sl_arch_name(sl_arch arch) {
     switch (arch) {
@@ -273,11 +274,18 @@ fail:
     return NULL;
 }
 
+/* Candidates a top-k row keeps before it cuts them back to k: more than k, and
+ * enough that cuts are rare (each costs a quickselect over the buffer). */
+static int topk_cap(int d_sae, int k) { return k < d_sae / 4 ? 4 * k : d_sae; }
+
+/* Per worker: candidate values, a copy for the quickselect, candidate ids. */
+static size_t topk_scratch_floats(const sl_sae *sae) { return 3 * (size_t)topk_cap(sae->d_sae, sae->k); }
+
 size_t sl_sae_workspace_floats(const sl_sae *sae, int n) {
     size_t rows = (size_t)(n > 0 ? n : 0);
     size_t ws = rows * (size_t)sae->d_in;                                   /* normalized input */
     if (sae->arch == SL_ARCH_GATED) ws += rows * (size_t)sae->d_sae;        /* magnitude path */
-    if (sae->arch == SL_ARCH_TOPK) ws += (size_t)sae->d_sae;                /* selection scratch */
+    if (sae->arch == SL_ARCH_TOPK) ws += topk_scratch_floats(sae);          /* the caller's selection scratch */
     return ws;
 }
 
@@ -308,27 +316,123 @@ static float kth_largest(float *v, int n, int k) {
     return v[target];
 }
 
-/* Keeps the k largest entries of row (ties: lower feature id first), relu'd. */
-static void topk_row(float *row, int d_sae, int k, float *scratch) {
+/* Reduces the candidates (val, idx), in feature order, to the k that the tie rule
+ * selects among them: all above the k-th largest value, then the ties at it with
+ * the lowest feature ids. Order is kept. n > k. Returns the k-th largest value. */
+static float topk_keep(float *val, int32_t *idx, float *sel, int n, int k, int *count) {
+    memcpy(sel, val, (size_t)n * sizeof(float));
+    float kth = kth_largest(sel, n, k);
+    int above = 0;
+    for (int i = 0; i < n; i++) above += val[i] > kth;
+    int ties_left = k - above, m = 0;
+    for (int i = 0; i < n; i++) {
+        if (val[i] > kth || (val[i] == kth && ties_left-- > 0)) {
+            val[m] = val[i];
+            idx[m++] = idx[i];
+        }
+    }
+    *count = m;
+    return kth;
+}
+
+/* Keeps the k largest entries of row, each multiplied by scale[f] first when scale
+ * is not NULL (ties: lower feature id first), relu'd; the rest become 0.
+ *
+ * Only positive values can survive the relu, and a value that is not among the k
+ * largest of the positive ones is not among the k largest of the row, so one pass
+ * collects the positive values above a running threshold into a buffer of cap > k
+ * candidates. When it fills, it is cut to the k the tie rule selects and the
+ * threshold rises to their smallest value: a later value equal to it cannot be
+ * selected either, since k candidates with lower ids are at least as large. The row
+ * is zeroed during the same pass and the survivors written back, so nothing sorts
+ * or even copies the d_sae values. scratch: topk_scratch_floats. */
+static void topk_row(float *row, const float *scale, int d_sae, int k, float *scratch) {
     if (k >= d_sae) {
-        for (int f = 0; f < d_sae; f++) row[f] = sl_relu(row[f]);
+        for (int f = 0; f < d_sae; f++) row[f] = sl_relu(scale ? row[f] * scale[f] : row[f]);
         return;
     }
-    memcpy(scratch, row, (size_t)d_sae * sizeof(float));
-    float kth = kth_largest(scratch, d_sae, k);
-    int above = 0;
-    for (int f = 0; f < d_sae; f++) above += row[f] > kth;
-    int ties_left = k - above;
-    for (int f = 0; f < d_sae; f++) {
-        float v = row[f];
-        if (v > kth)
-            row[f] = sl_relu(v);
-        else if (v == kth && ties_left > 0) {
-            row[f] = sl_relu(v);
-            ties_left--;
-        } else
-            row[f] = 0.0f;
+    const int cap = topk_cap(d_sae, k);
+    float *val = scratch, *sel = scratch + cap;
+    int32_t *idx = (int32_t *)(scratch + 2 * (size_t)cap);
+    float thr = 0.0f;
+    int n = 0;
+    enum { BLOCK = 16 };
+    int f = 0;
+    for (; f + BLOCK <= d_sae; f += BLOCK) {
+        float v[BLOCK];
+        int any = 0;
+        for (int j = 0; j < BLOCK; j++) {
+            v[j] = scale ? row[f + j] * scale[f + j] : row[f + j];
+            any |= v[j] > thr;
+        }
+        memset(row + f, 0, sizeof v);
+        if (!any) continue;
+        for (int j = 0; j < BLOCK; j++) {
+            if (v[j] > thr) {
+                val[n] = v[j];
+                idx[n++] = f + j;
+                if (n == cap) thr = topk_keep(val, idx, sel, n, k, &n);
+            }
+        }
     }
+    for (; f < d_sae; f++) {
+        float v = scale ? row[f] * scale[f] : row[f];
+        row[f] = 0.0f;
+        if (v > thr) {
+            val[n] = v;
+            idx[n++] = f;
+            if (n == cap) thr = topk_keep(val, idx, sel, n, k, &n);
+        }
+    }
+    if (n > k) topk_keep(val, idx, sel, n, k, &n);
+    for (int i = 0; i < n; i++) row[idx[i]] = val[i]; /* all > 0: relu is the identity */
+}
+
+/* The rows of a chunk are selected on a pool of threads: run on the caller alone,
+ * the selection would leave idle the cores the GEMM before it kept busy. A pool per
+ * call costs tens of microseconds against milliseconds of selection and holds no
+ * threads between calls; small calls (encode_text) stay on the caller. */
+enum { TOPK_ROWS_PER_ITEM = 4 };
+
+typedef struct topk_job {
+    const sl_sae *sae;
+    float *acts;
+    int n;
+    float **scratch; /* per worker */
+} topk_job;
+
+static void topk_item(void *ctx, size_t item, int worker) {
+    const topk_job *j = ctx;
+    const int d_sae = j->sae->d_sae;
+    int r0 = (int)item * TOPK_ROWS_PER_ITEM;
+    int r1 = r0 + TOPK_ROWS_PER_ITEM < j->n ? r0 + TOPK_ROWS_PER_ITEM : j->n;
+    for (int r = r0; r < r1; r++)
+        topk_row(j->acts + (size_t)r * (size_t)d_sae, j->sae->dec_norm, d_sae, j->sae->k, j->scratch[worker]);
+}
+
+static void topk_rows(const sl_sae *sae, float *acts, int n, float *scratch) {
+    const size_t per = topk_scratch_floats(sae);
+    int threads = sl_workpool_default_threads();
+    if ((size_t)n * (size_t)sae->d_sae < ((size_t)1 << 18)) threads = 0; /* too little to share */
+    if (threads > n / TOPK_ROWS_PER_ITEM) threads = n / TOPK_ROWS_PER_ITEM;
+    float *extra = NULL;
+    float *per_worker[SL_WORKPOOL_MAX_THREADS + 1];
+    sl_workpool *pool = NULL;
+    if (threads > 0) {
+        sl_err err = {{0}};
+        extra = malloc((size_t)threads * per * sizeof(float));
+        pool = extra ? sl_workpool_new(threads, 0, &err) : NULL;
+        if (!pool) threads = 0; /* no memory or no thread: the caller does it all */
+    }
+    for (int w = 0; w < threads; w++) per_worker[w] = extra + (size_t)w * per;
+    per_worker[threads] = scratch; /* the calling thread is worker `threads` */
+    topk_job job = {sae, acts, n, per_worker};
+    sl_workjob wj;
+    size_t items = ((size_t)n + TOPK_ROWS_PER_ITEM - 1) / TOPK_ROWS_PER_ITEM;
+    sl_workpool_start(pool, &wj, items, topk_item, &job);
+    sl_workpool_wait(pool, &wj);
+    sl_workpool_free(pool);
+    free(extra);
 }
 
 void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float *ws) {
@@ -369,13 +473,7 @@ void sl_sae_encode(const sl_sae *sae, const float *x, int n, float *acts, float 
         for (size_t i = 0; i < total; i++) acts[i] = sl_jumprelu(acts[i], sae->threshold[i % (size_t)d_sae]);
         break;
     case SL_ARCH_TOPK: {
-        float *scratch = ws + (size_t)n * (size_t)d_in;
-        for (int r = 0; r < n; r++) {
-            float *row = acts + (size_t)r * (size_t)d_sae;
-            if (sae->dec_norm)
-                for (int f = 0; f < d_sae; f++) row[f] *= sae->dec_norm[f];
-            topk_row(row, d_sae, sae->k, scratch);
-        }
+        topk_rows(sae, acts, n, ws + (size_t)n * (size_t)d_in); /* scaled by dec_norm in the same pass */
         break;
     }
     case SL_ARCH_GATED: {
