@@ -10,7 +10,13 @@
  *   blocks.L.hook_attn_out    output of block L's attention (after c_proj)
  *   blocks.L.hook_mlp_out     output of block L's MLP (after c_proj)
  *   blocks.L.hook_resid_post  output of block L
- * Attention is causal within each sequence; sequences never see each other. */
+ * Attention is causal within each sequence; sequences never see each other.
+ *
+ * Threads: a forward spreads its attention heads and row-wise steps over the model's
+ * own pool (sl_workpool_default_threads() threads, fixed at load, started on the first
+ * forward) and leaves the big GEMMs to OpenBLAS's threads. The pool's size changes no
+ * bit of the result. Forwards on one model may run at once from several threads; one
+ * of them has the pool, the others run serially. */
 #ifndef SAELITE_MODEL_H
 #define SAELITE_MODEL_H
 
