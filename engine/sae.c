@@ -361,10 +361,11 @@ static void topk_row(float *row, const float *scale, int d_sae, int k, float *sc
     for (; f + BLOCK <= d_sae; f += BLOCK) {
         float v[BLOCK];
         int any = 0;
-        for (int j = 0; j < BLOCK; j++) {
-            v[j] = scale ? row[f + j] * scale[f + j] : row[f + j];
-            any |= v[j] > thr;
-        }
+        if (scale) /* tested per block, not per value, so that each loop vectorizes */
+            for (int j = 0; j < BLOCK; j++) v[j] = row[f + j] * scale[f + j];
+        else
+            for (int j = 0; j < BLOCK; j++) v[j] = row[f + j];
+        for (int j = 0; j < BLOCK; j++) any |= v[j] > thr;
         memset(row + f, 0, sizeof v);
         if (!any) continue;
         for (int j = 0; j < BLOCK; j++) {
