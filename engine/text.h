@@ -19,4 +19,11 @@ const char *sl_buf_str(sl_buf *b);
 /* Appends s[0..n) to out, replacing every invalid UTF-8 sequence by U+FFFD. */
 void sl_utf8_sanitize(sl_buf *out, const char *s, size_t n);
 
+/* The double whose shortest decimal form round-trips the float (0.6f -> 0.6):
+ * the value of the shortest %.6g..%.9g that strtof reads back as v. */
+double sl_f32_to_display(float v);
+/* The same value computed the slow way (up to four snprintf and strtof): the
+ * reference the unit test compares sl_f32_to_display with. */
+double sl_f32_to_display_reference(float v);
+
 #endif

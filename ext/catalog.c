@@ -18,8 +18,78 @@ struct sl_catalog {
 
 sl_catalog *sl_catalog_new(void) { return calloc(1, sizeof(sl_catalog)); }
 
+enum { TT_PRESENT = 1, TT_RAW = 2 }; /* in the vocabulary; its bytes are valid UTF-8 as they are */
+
+struct sl_token_texts {
+    int state;      /* 0 not built, 1 built, -1 could not be built (decode per use) */
+    int32_t n;      /* vocabulary size */
+    uint32_t *off;  /* text of id i: data[off[i] .. off[i + 1]) */
+    uint8_t *flags; /* TT_* */
+    char *data;
+};
+
+static void texts_free(struct sl_token_texts *t) {
+    if (!t) return;
+    free(t->off);
+    free(t->flags);
+    free(t->data);
+    free(t);
+}
+
+static void texts_build(struct sl_token_texts *t, const sl_tokenizer *tok) {
+    t->state = -1;
+    int32_t n = sl_tokenizer_vocab_size(tok);
+    if (n <= 0) return;
+    sl_buf data = {0};
+    t->off = malloc(((size_t)n + 1) * sizeof *t->off);
+    t->flags = malloc((size_t)n);
+    if (!t->off || !t->flags) goto fail;
+    for (int32_t i = 0; i < n; i++) {
+        size_t len, at = data.len;
+        const char *bytes = sl_tokenizer_token_bytes(tok, i, &len);
+        t->off[i] = (uint32_t)at;
+        t->flags[i] = 0;
+        if (bytes) {
+            sl_utf8_sanitize(&data, bytes, len);
+            /* A repair only ever lengthens the text (1 byte -> 3). */
+            t->flags[i] = TT_PRESENT | (data.len - at == len ? TT_RAW : 0);
+        }
+        if (data.oom || data.len > UINT32_MAX) goto fail;
+    }
+    t->off[n] = (uint32_t)data.len;
+    t->data = data.data;
+    t->n = n;
+    t->state = 1;
+    return;
+fail:
+    sl_buf_free(&data);
+    free(t->off);
+    free(t->flags);
+    t->off = NULL;
+    t->flags = NULL;
+}
+
+/* The table, built on first use; NULL without a tokenizer or memory. */
+static const struct sl_token_texts *texts_of(const sl_open_extraction *x) {
+    struct sl_token_texts *t = x->texts;
+    if (!t || !x->tok) return NULL;
+    if (t->state == 0) texts_build(t, x->tok);
+    return t->state == 1 ? t : NULL;
+}
+
+/* The decimal id, without snprintf (per window token when there is no tokenizer). */
+static void append_id(sl_buf *out, int32_t token) {
+    char num[16], *p = num + sizeof num;
+    uint32_t u = token < 0 ? 0u - (uint32_t)token : (uint32_t)token;
+    do *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (token < 0) *--p = '-';
+    sl_buf_append(out, p, (size_t)(num + sizeof num - p));
+}
+
 static void open_free(sl_open_extraction *x) {
     if (!x) return;
+    texts_free(x->texts);
     sl_findex_close(x->index);
     if (x->tokens_state == 1) sl_tokfile_close(&x->tokens);
     sl_results_close(&x->res);
@@ -107,6 +177,7 @@ sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id,
     }
     x->id = xid;
     if (have_file) x->file = now;
+    x->texts = calloc(1, sizeof *x->texts); /* NULL: tokens decoded per use */
     if (sl_results_open(&x->res, x->store, &err)) {
         *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)xid, err.msg);
         goto fail;
@@ -179,16 +250,35 @@ const sl_tokfile *sl_catalog_tokens(sl_open_extraction *x, char **errmsg) {
     return x->tokens_state == 1 ? &x->tokens : NULL;
 }
 
+const char *sl_token_text_ref(const sl_open_extraction *x, int32_t token, size_t *len) {
+    const struct sl_token_texts *t = texts_of(x);
+    if (!t || token < 0 || token >= t->n || !(t->flags[token] & TT_PRESENT)) return NULL;
+    *len = t->off[token + 1] - t->off[token];
+    return t->data ? t->data + t->off[token] : "";
+}
+
 void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out) {
     size_t len;
-    const char *bytes = x->tok ? sl_tokenizer_token_bytes(x->tok, token, &len) : NULL;
-    if (bytes) {
-        sl_utf8_sanitize(out, bytes, len);
-    } else {
-        char num[16];
-        snprintf(num, sizeof num, "%d", (int)token);
-        sl_buf_puts(out, num);
+    const char *text = sl_token_text_ref(x, token, &len);
+    if (text) {
+        sl_buf_append(out, text, len);
+        return;
     }
+    const char *bytes = x->tok ? sl_tokenizer_token_bytes(x->tok, token, &len) : NULL;
+    if (bytes)
+        sl_utf8_sanitize(out, bytes, len);
+    else
+        append_id(out, token);
+}
+
+/* Whether every window token's bytes are valid UTF-8 on their own (or absent):
+ * then their concatenation is too and needs no repair. */
+static int window_raw(const struct sl_token_texts *t, const sl_window_token *w, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t id = w[i].token;
+        if (id >= 0 && id < t->n && (t->flags[id] & (TT_PRESENT | TT_RAW)) == TT_PRESENT) return 0;
+    }
+    return 1;
 }
 
 /* Concatenates the window's token bytes first, so characters split across
@@ -199,7 +289,19 @@ void sl_example_context(const sl_open_extraction *x, const sl_result_example *e,
         for (uint32_t i = 0; i < e->window_len; i++) {
             if (i == e->max_index) sl_buf_puts(out, "«");
             else if (i) sl_buf_puts(out, " ");
-            sl_token_text(x, w[i].token, out);
+            append_id(out, w[i].token);
+            if (i == e->max_index) sl_buf_puts(out, "»");
+        }
+        return;
+    }
+    const struct sl_token_texts *t = texts_of(x);
+    if (t && window_raw(t, w, e->window_len)) {
+        /* The repair below would change nothing: copy the decoded texts. */
+        if (e->max_index >= e->window_len) sl_buf_puts(out, "«»");
+        for (uint32_t i = 0; i < e->window_len; i++) {
+            int32_t id = w[i].token;
+            if (i == e->max_index) sl_buf_puts(out, "«");
+            if (id >= 0 && id < t->n && t->data) sl_buf_append(out, t->data + t->off[id], t->off[id + 1] - t->off[id]);
             if (i == e->max_index) sl_buf_puts(out, "»");
         }
         return;
@@ -225,6 +327,12 @@ void sl_example_tokens_json(const sl_open_extraction *x, const sl_result_example
     const sl_window_token *w = x->res.windows + e->window_offset;
     json_t *arr = json_array();
     for (uint32_t i = 0; i < e->window_len; i++) {
+        size_t len;
+        const char *text = sl_token_text_ref(x, w[i].token, &len);
+        if (text) {
+            json_array_append_new(arr, json_stringn(text, len));
+            continue;
+        }
         sl_buf t = {0};
         sl_token_text(x, w[i].token, &t);
         json_array_append_new(arr, json_stringn(sl_buf_str(&t), t.len));
@@ -242,12 +350,6 @@ static void format_f32(float v, char *buf, size_t size) {
         snprintf(buf, size, "%.*g", prec, (double)v);
         if (strtof(buf, NULL) == v) return;
     }
-}
-
-double sl_f32_to_display(float v) {
-    char buf[32];
-    format_f32(v, buf, sizeof buf);
-    return strtod(buf, NULL);
 }
 
 void sl_example_acts_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out) {

@@ -58,6 +58,10 @@ typedef struct sl_open_extraction {
     sl_findex *index;  /* index.sli: sl_catalog_index */
     sl_tokfile tokens; /* tokens.slt of a model run: sl_catalog_tokens */
     int tokens_state;  /* 0 not tried, 1 open, -1 none (stored activations) */
+    /* Every vocabulary token's display text, decoded on first use: the renderers
+     * run per row and per window token. A pointer, so copies of the entry (a
+     * sampled example's view) share it. */
+    struct sl_token_texts *texts;
 } sl_open_extraction;
 
 typedef struct sl_catalog sl_catalog;
@@ -88,6 +92,9 @@ const sl_tokfile *sl_catalog_tokens(sl_open_extraction *x, char **errmsg);
 
 /* Text of a token: decoded bytes with invalid UTF-8 replaced, or the decimal id. */
 void sl_token_text(const sl_open_extraction *x, int32_t token, sl_buf *out);
+/* The same text in the extraction's decoded-token table (*len bytes, not
+ * NUL-terminated), or NULL when it is not there (call sl_token_text). */
+const char *sl_token_text_ref(const sl_open_extraction *x, int32_t token, size_t *len);
 
 /* The window of an example as plain text with the max token wrapped in « ». */
 void sl_example_context(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
@@ -96,7 +103,6 @@ void sl_example_context(const sl_open_extraction *x, const sl_result_example *e,
 void sl_example_tokens_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
 void sl_example_acts_json(const sl_open_extraction *x, const sl_result_example *e, sl_buf *out);
 
-/* The double whose shortest decimal form round-trips the float (0.6f -> 0.6). */
-double sl_f32_to_display(float v);
+/* sl_f32_to_display (display of REAL values) is in text.h. */
 
 #endif

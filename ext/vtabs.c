@@ -140,22 +140,11 @@ typedef struct feature_vtab {
     sl_catalog *catalog;
     table_kind kind;
     sqlite3_stmt *label_stmt;    /* features.label, prepared on first use */
+    sqlite3_stmt *labeled_stmt;  /* whether the extraction has any label, prepared on first use */
     sqlite3_stmt *settings_stmt; /* the extraction's thresholds and options, prepared on first use */
     int settings_columns;        /* what settings_stmt selects: 3, or 1 (options only) on an old table */
     sorted_order order;
 } feature_vtab;
-
-/* The feature's label from feature_labels (NULL when none, or no such table). */
-static void column_label(feature_vtab *vt, sqlite3_context *ctx, int64_t extraction_id, int64_t feature_id) {
-    if (!vt->label_stmt &&
-        sqlite3_prepare_v2(vt->db, "SELECT label FROM main.feature_labels WHERE extraction_id = ?1 AND feature_id = ?2",
-                           -1, &vt->label_stmt, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_int64(vt->label_stmt, 1, extraction_id);
-    sqlite3_bind_int64(vt->label_stmt, 2, feature_id);
-    if (sqlite3_step(vt->label_stmt) == SQLITE_ROW) sqlite3_result_value(ctx, sqlite3_column_value(vt->label_stmt, 0));
-    sqlite3_reset(vt->label_stmt);
-}
 
 typedef struct range_test {
     int key, op;
@@ -187,8 +176,34 @@ typedef struct feature_cursor {
     sl_rowstore *rows; /* opened on the first sampled example */
     int walk_key;      /* the range key the sorted walk is monotone in (RK_MAX or RK_N_ACTIVE) */
     int has_index;     /* the store has index.sli (looked up once per query) */
+    int labels;        /* feature_labels has rows of this extraction: 0 not asked yet, 1 yes, -1 no */
     int eof;
 } feature_cursor;
+
+/* The feature's label from feature_labels (NULL when none, or no such table).
+ * Whether the extraction has any label is asked once per filter, so a list
+ * with no labels costs no lookup per row. */
+static void column_label(feature_vtab *vt, feature_cursor *c, sqlite3_context *ctx, int64_t feature_id) {
+    if (c->labels == 0) {
+        c->labels = -1;
+        if (vt->labeled_stmt ||
+            sqlite3_prepare_v2(vt->db, "SELECT 1 FROM main.feature_labels WHERE extraction_id = ?1 LIMIT 1", -1,
+                               &vt->labeled_stmt, NULL) == SQLITE_OK) {
+            sqlite3_bind_int64(vt->labeled_stmt, 1, c->x->id);
+            if (sqlite3_step(vt->labeled_stmt) == SQLITE_ROW) c->labels = 1;
+            sqlite3_reset(vt->labeled_stmt);
+        }
+    }
+    if (c->labels < 0) return;
+    if (!vt->label_stmt &&
+        sqlite3_prepare_v2(vt->db, "SELECT label FROM main.feature_labels WHERE extraction_id = ?1 AND feature_id = ?2",
+                           -1, &vt->label_stmt, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(vt->label_stmt, 1, c->x->id);
+    sqlite3_bind_int64(vt->label_stmt, 2, feature_id);
+    if (sqlite3_step(vt->label_stmt) == SQLITE_ROW) sqlite3_result_value(ctx, sqlite3_column_value(vt->label_stmt, 0));
+    sqlite3_reset(vt->label_stmt);
+}
 
 static int vt_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **err,
                       table_kind kind) {
@@ -223,6 +238,7 @@ static void order_clear(sorted_order *o) {
 static int vt_disconnect(sqlite3_vtab *vtab) {
     feature_vtab *vt = (feature_vtab *)vtab;
     sqlite3_finalize(vt->label_stmt);
+    sqlite3_finalize(vt->labeled_stmt);
     sqlite3_finalize(vt->settings_stmt);
     order_clear(&vt->order);
     sqlite3_free(vtab);
@@ -578,6 +594,7 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     feature_cursor *c = (feature_cursor *)cur;
     feature_vtab *vt = (feature_vtab *)cur->pVtab;
     cursor_reset(c);
+    c->labels = 0;
     int a = 0;
     int want_ids = idx & (IDX_FEATURE_EQ | IDX_FEATURE_IN);
     if (want_ids) {
@@ -648,12 +665,33 @@ static int vt_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) {
     return SQLITE_OK;
 }
 
+/* Hands the buffer to SQLite (no copy); b is left empty. */
 static void result_buf(sqlite3_context *ctx, sl_buf *b) {
-    if (b->oom)
+    if (b->oom) {
         sqlite3_result_error_nomem(ctx);
-    else
-        sqlite3_result_text(ctx, sl_buf_str(b), (int)b->len, SQLITE_TRANSIENT);
-    sl_buf_free(b);
+        sl_buf_free(b);
+        return;
+    }
+    sl_buf_str(b);
+    if (!b->data) {
+        sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+        return;
+    }
+    sqlite3_result_text64(ctx, b->data, b->len, free, SQLITE_UTF8);
+    memset(b, 0, sizeof *b);
+}
+
+/* A token's text: straight from the extraction's decoded-token table when it is there. */
+static void result_token(sqlite3_context *ctx, const sl_open_extraction *x, int32_t token) {
+    size_t len;
+    const char *text = sl_token_text_ref(x, token, &len);
+    if (text) {
+        sqlite3_result_text64(ctx, text, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+        return;
+    }
+    sl_buf b = {0};
+    sl_token_text(x, token, &b);
+    result_buf(ctx, &b);
 }
 
 static void result_quantile(sqlite3_context *ctx, const feature_cursor *c, int64_t f, int col) {
@@ -697,10 +735,7 @@ static void example_column(feature_cursor *c, sqlite3_context *ctx, int64_t f, i
     case E_ACTIVATION: sqlite3_result_double(ctx, sl_f32_to_display(e->act)); break;
     case E_SEQUENCE_ID: sqlite3_result_int64(ctx, (sqlite3_int64)e->sequence); break;
     case E_POSITION: sqlite3_result_int64(ctx, e->position); break;
-    case E_TOKEN:
-        sl_token_text(x, x->res.windows[e->window_offset + e->max_index].token, &b);
-        result_buf(ctx, &b);
-        break;
+    case E_TOKEN: result_token(ctx, x, x->res.windows[e->window_offset + e->max_index].token); break;
     case E_CONTEXT:
         sl_example_context(x, e, &b);
         result_buf(ctx, &b);
@@ -762,12 +797,9 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
         case F_IS_DENSE: sqlite3_result_int(ctx, freq > c->set.dense_threshold); break;
         case F_TOP_TOKEN:
             if (!rf->n_examples) break; /* NULL */
-            sl_token_text(x, x->res.windows[top->window_offset + top->max_index].token, &b);
-            result_buf(ctx, &b);
+            result_token(ctx, x, x->res.windows[top->window_offset + top->max_index].token);
             break;
-        case F_LABEL:
-            column_label(vt, ctx, x->id, f);
-            break;
+        case F_LABEL: column_label(vt, c, ctx, f); break;
         case F_EXAMPLE:
             if (!rf->n_examples) break;
             sl_example_context(x, top, &b);
