@@ -102,7 +102,9 @@ int sl_text_source_next(void *ctx, const char **text, size_t *len, uint64_t *doc
         }
         json_error_t jerr;
         json_decref(s->json);
-        s->json = json_loadb(s->line, (size_t)n, 0, &jerr);
+        /* JSON_ALLOW_NUL: a "\u0000" in the text is a character like any other; the
+         * text goes on by its length (json_string_length), NUL bytes and all */
+        s->json = json_loadb(s->line, (size_t)n, JSON_ALLOW_NUL, &jerr);
         if (!s->json)
             return sl_errf_path(err, s->path, "line %llu: invalid JSON: %s", (unsigned long long)line_no + 1, jerr.text);
         json_t *v = json_object_get(s->json, s->field);

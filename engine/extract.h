@@ -69,7 +69,9 @@ void sl_extraction_close(sl_extraction *x);
 /* After a successful run: the SAE's reconstruction quality on this dataset, in
  * its input space (after normalization): explained variance
  * 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 and the mean squared error per
- * element. -1 when the backend did not measure it (CUDA). */
+ * element, summed by the backend over every row it encoded (the CPU and CUDA
+ * backends both do). -1 when the sums do not cover every counted row (a
+ * backend that does not add them). */
 int sl_extraction_quality(const sl_extraction *x, double *explained_variance, double *mse);
 
 #endif

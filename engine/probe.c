@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "csr.h"
 #include "model.h"
+#include "runparams.h"
 #include "sae.h"
 #include "safetensors.h"
 #include "tokenizer.h"
@@ -17,11 +18,13 @@
 struct sl_probe {
     sl_sae *sae;
     sl_model *model;
-    sl_tokenizer *tok; /* NULL: the extraction had none (encode is then an error) */
+    const sl_tokenizer *tok; /* NULL: the extraction had none (encode is then an error) */
+    sl_tokenizer *own_tok;   /* tok when the probe loaded it (else borrowed, not freed) */
     char *model_path;
     float *lm_head;    /* [vocab, d_model] an untied unembedding, loaded on first use */
     int unembed_checked;
     sl_backend *backend;
+    sl_run_params run; /* as resolved; the fields below are copies of it */
     sl_hook hook;
     uint32_t seq_len;
     int prepend_bos, include_special;
@@ -37,7 +40,7 @@ void sl_probe_free(sl_probe *p) {
     if (p->backend) p->backend->ops->free(p->backend);
     sl_sae_free(p->sae);
     sl_model_free(p->model);
-    sl_tokenizer_free(p->tok);
+    sl_tokenizer_free(p->own_tok);
     free(p->model_path);
     free(p->lm_head);
     sl_csr_free(&p->csr);
@@ -50,6 +53,7 @@ void sl_probe_free(sl_probe *p) {
 uint32_t sl_probe_seq_len(const sl_probe *p) { return p->seq_len; }
 const struct sl_tokenizer *sl_probe_tokenizer(const sl_probe *p) { return p->tok; }
 const struct sl_sae *sl_probe_sae(const sl_probe *p) { return p->sae; }
+const struct sl_run_params *sl_probe_run_params(const sl_probe *p) { return &p->run; }
 
 const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err) {
     const sl_model_config *c = sl_model_config_of(p->model);
@@ -81,8 +85,8 @@ const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied
     return v.wte;
 }
 
-/* The defaults below are those of source.c (open_model), so a snippet sees what
- * a dataset document saw. */
+/* The run parameters come from sl_run_params_resolve, as source.c's, so a snippet
+ * sees what a dataset document saw. */
 sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err) {
     sl_probe *p = calloc(1, sizeof *p);
     if (!p) return sl_errf(err, "out of memory"), NULL;
@@ -94,42 +98,22 @@ sl_probe *sl_probe_open(const sl_probe_opts *o, sl_err *err) {
         sl_errf(err, "out of memory");
         goto fail;
     }
-    if (!(p->sae = sl_sae_load(o->sae_path, err)) || !(p->model = sl_model_load(o->model_path, err)) ||
-        (o->tokenizer_path && !(p->tok = sl_tokenizer_load(o->tokenizer_path, err))))
+    if (!(p->sae = sl_sae_load(o->sae_path, err)) || !(p->model = sl_model_load(o->model_path, err))) goto fail;
+    if (o->tokenizer)
+        p->tok = o->tokenizer;
+    else if (o->tokenizer_path && !(p->tok = p->own_tok = sl_tokenizer_load(o->tokenizer_path, err)))
         goto fail;
-    const sl_model_config *c = sl_model_config_of(p->model);
-    const char *hook = o->hook ? o->hook : p->sae->hook_name[0] ? p->sae->hook_name : NULL;
-    if (!hook) {
-        sl_errf_path(err, p->sae->path, "the SAE names no hook (metadata.hook_name)");
-        goto fail;
-    }
-    if (sl_hook_parse(hook, &p->hook, err) || sl_model_check_hook(p->model, p->hook, err)) goto fail;
-    if (c->d_model != p->sae->d_in) {
-        sl_errf_path(err, o->model_path, "the model's d_model %d differs from the SAE %s's d_in %d", c->d_model,
-                     p->sae->path, p->sae->d_in);
-        goto fail;
-    }
-    if (p->tok && sl_tokenizer_vocab_size(p->tok) > c->vocab_size) {
-        sl_errf_path(err, o->tokenizer_path, "vocabulary of %d exceeds the model's vocab_size %d",
-                     sl_tokenizer_vocab_size(p->tok), c->vocab_size);
-        goto fail;
-    }
-    uint32_t ctx = o->seq_len ? o->seq_len : p->sae->context_size > 0 ? (uint32_t)p->sae->context_size : 128;
-    if (ctx > (uint32_t)c->n_positions) ctx = (uint32_t)c->n_positions;
+    /* hook, context_size, BOS, centring, special tokens: as an extraction decides them */
+    sl_run_request req = {.hook = o->hook, .context_size = o->seq_len, .prepend_bos = o->prepend_bos,
+                          .center = o->center, .include_special = o->include_special};
+    if (sl_run_params_resolve(&req, p->sae, p->model, p->tok, o->model_path, &p->run, err)) goto fail;
+    const uint32_t ctx = p->run.context_size;
+    p->hook = p->run.hook;
     p->seq_len = ctx;
-    int center = o->center >= 0 ? o->center : p->sae->center_writing_weights >= 0 ? p->sae->center_writing_weights : 1;
-    p->prepend_bos = o->prepend_bos >= 0 ? o->prepend_bos : p->sae->prepend_bos >= 0 ? p->sae->prepend_bos : 1;
-    p->include_special = o->include_special;
-    p->bos = c->bos_token_id >= 0 ? c->bos_token_id : p->tok ? sl_tokenizer_added_id(p->tok, "<|endoftext|>") : -1;
-    if (p->bos >= c->vocab_size) p->bos = -1;
-    if (p->prepend_bos && p->bos < 0) {
-        sl_errf_path(err, o->model_path, "prepend_bos is on but neither config.json nor the tokenizer names a BOS token");
-        goto fail;
-    }
-    if (p->prepend_bos && ctx < 2) {
-        sl_errf(err, "context_size %u leaves no room after BOS", ctx);
-        goto fail;
-    }
+    p->prepend_bos = p->run.prepend_bos;
+    p->include_special = p->run.include_special;
+    p->bos = p->run.bos;
+    const int center = p->run.center;
     sl_backend_setup setup = {.sae = p->sae, .model = p->model, .hook = p->hook, .center = center,
                               .max_seqs = PROBE_MAX_SEQS, .seq_len = ctx};
     if (!(p->backend = sl_backend_cpu_new(&setup, err))) goto fail;
@@ -225,8 +209,10 @@ int sl_probe_encode(sl_probe *p, const char *text, size_t len, sl_probe_result *
                 if (!c || !v) goto oom;
                 cap = ncap;
             }
-            memcpy(out->col + have, p->csr.col + lo, (hi - lo) * sizeof *out->col);
-            memcpy(out->val + have, p->csr.val + lo, (hi - lo) * sizeof *out->val);
+            if (hi > lo) { /* a row with no feature may meet col/val still NULL */
+                memcpy(out->col + have, p->csr.col + lo, (hi - lo) * sizeof *out->col);
+                memcpy(out->val + have, p->csr.val + lo, (hi - lo) * sizeof *out->val);
+            }
             out->row_ptr[t + 1] = have + (hi - lo);
         }
     }

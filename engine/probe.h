@@ -19,8 +19,11 @@
 
 typedef struct sl_probe_opts {
     const char *sae_path, *model_path, *tokenizer_path;
+    const struct sl_tokenizer *tokenizer; /* if set: already loaded, used instead of tokenizer_path;
+                                             borrowed (the caller keeps it alive and frees it) */
     const char *hook;      /* NULL: the SAE's metadata.hook_name */
-    uint32_t seq_len;      /* tokens per window; 0: as extract (SAE metadata, else 128) */
+    uint32_t seq_len;      /* tokens per window (an extraction's context_size); 0: as extract
+                              (SAE metadata, else 128, clamped to n_positions) */
     int prepend_bos;       /* -1: the SAE's metadata.prepend_bos, else 1 */
     int center;            /* -1: the SAE's center_writing_weights, else 1 */
     int include_special;   /* special tokens of the text go to the SAE */
@@ -34,6 +37,10 @@ uint32_t sl_probe_seq_len(const sl_probe *p);
 /* May be NULL: a probe opened without a tokenizer cannot encode text. */
 const struct sl_tokenizer *sl_probe_tokenizer(const sl_probe *p);
 const struct sl_sae *sl_probe_sae(const sl_probe *p);
+/* Hook, seq_len (context_size), BOS, centring and special tokens as the probe runs
+ * them: sl_run_params_resolve's answer (runparams.h), the one an extraction with the
+ * same options gets. */
+const struct sl_run_params *sl_probe_run_params(const sl_probe *p);
 /* The unembedding W_U as rows [vocab, d_model]: the checkpoint's lm_head.weight
  * when it has one (*untied = 1), else the tied wte. Owned by the probe. */
 const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err);

@@ -1,6 +1,7 @@
 /* source.c: stored activations or model + dataset, batch by batch (see source.h). */
 #include "source.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,39 +26,22 @@ static int open_activations(sl_source *src, const sl_source_opts *o, const sl_sa
     return 0;
 }
 
-/* BOS: the model's bos_token_id, else the tokenizer's <|endoftext|>. */
-static int32_t find_bos(const sl_source *src) {
-    const sl_model_config *c = sl_model_config_of(src->model);
-    if (c->bos_token_id >= 0) return c->bos_token_id;
-    return src->tok ? sl_tokenizer_added_id(src->tok, "<|endoftext|>") : -1;
-}
-
 static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae, const char *store_dir,
                       sl_err *err) {
     if (!(src->model = sl_model_load(o->model_path, err))) return -1;
     const sl_model_config *c = sl_model_config_of(src->model);
-    const char *hook = o->hook ? o->hook : sae->hook_name[0] ? sae->hook_name : NULL;
-    if (!hook)
-        return sl_errf_path(err, sae->path, "the SAE names no hook (metadata.hook_name); give the option 'hook'");
-    snprintf(src->hook_name, sizeof src->hook_name, "%s", hook);
-    if (sl_hook_parse(hook, &src->hook, err) || sl_model_check_hook(src->model, src->hook, err)) return -1;
-    if (c->d_model != sae->d_in)
-        return sl_errf_path(err, o->model_path, "the model's d_model %d differs from the SAE %s's d_in %d", c->d_model,
-                            sae->path, sae->d_in);
-    uint32_t ctx = o->context_size ? o->context_size : sae->context_size > 0 ? (uint32_t)sae->context_size : 128;
-    if (ctx > (uint32_t)c->n_positions) {
-        if (o->context_size)
-            return sl_errf_path(err, o->model_path, "context_size %u exceeds the model's n_positions %d", ctx,
-                                c->n_positions);
-        ctx = (uint32_t)c->n_positions;
-    }
-    src->center = o->center >= 0 ? o->center : sae->center_writing_weights >= 0 ? sae->center_writing_weights : 1;
-    int prepend = o->prepend_bos >= 0 ? o->prepend_bos : sae->prepend_bos >= 0 ? sae->prepend_bos : 1;
-    int32_t bos = find_bos(src);
-    if (prepend && bos < 0)
-        return sl_errf_path(err, o->model_path,
-                            "prepend_bos is on but neither config.json nor the tokenizer names a BOS token");
-    if (bos >= c->vocab_size) bos = -1;
+    /* hook, context_size, BOS, centring, special tokens: as the probe decides them */
+    sl_run_request req = {.hook = o->hook, .context_size = o->context_size, .prepend_bos = o->prepend_bos,
+                          .center = o->center, .include_special = o->include_special};
+    sl_run_params *rp = &src->run;
+    if (sl_run_params_resolve(&req, sae, src->model, src->tok, o->model_path, rp, err)) return -1;
+    snprintf(src->hook_name, sizeof src->hook_name, "%s", rp->hook_name);
+    src->hook = rp->hook;
+    src->center = rp->center;
+    src->include_special = rp->include_special;
+    const uint32_t ctx = rp->context_size;
+    const int prepend = rp->prepend_bos;
+    const int32_t bos = rp->bos;
 
     const char *dpath = o->dataset_path;
     if (o->reuse_tokens) { /* resuming: the first pass finished if tokens.slt is there and whole */
@@ -73,9 +57,6 @@ static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae
     int token_file = dpath && sl_dataset_is_token_file(dpath);
     if (!token_file && !src->tok)
         return sl_errf(err, "a text dataset needs the option 'tokenizer' (a tokenizer.json)");
-    if (src->tok && sl_tokenizer_vocab_size(src->tok) > c->vocab_size)
-        return sl_errf_path(err, sl_tokenizer_path(src->tok), "vocabulary of %d exceeds the model's vocab_size %d",
-                            sl_tokenizer_vocab_size(src->tok), c->vocab_size);
 
     sl_tokfile_writer w;
     int64_t row_len = token_file ? sl_dataset_tokens_row_len(dpath, err) : 0;
@@ -85,6 +66,9 @@ static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae
             return sl_errf_path(err, dpath, "rows of %lld tokens exceed the model's n_positions %d", (long long)row_len,
                                 c->n_positions);
         if (sl_tokfile_begin(&w, store_dir, (uint32_t)row_len, 0, -1, o->max_tokens, err)) return -1;
+        rp->context_size = (uint32_t)row_len; /* what this run does instead of the options' packing */
+        rp->prepend_bos = 0;
+        rp->bos = -1;
     } else if (sl_tokfile_begin(&w, store_dir, ctx, prepend, bos, o->max_tokens, err))
         return -1;
 

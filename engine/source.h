@@ -17,6 +17,7 @@
 #include "common.h"
 #include "dataset.h"
 #include "model.h"
+#include "runparams.h"
 #include "sae.h"
 #include "tokenizer.h"
 #include "tokfile.h"
@@ -53,6 +54,10 @@ typedef struct sl_source {
     uint32_t seq_len, d_in;
     uint64_t n_seq, n_tokens; /* sequences; real (non-padding) tokens */
     char hook_name[256];
+    /* model sources: what sl_run_params_resolve decided (hook, context_size, BOS,
+     * centring, special tokens); a 2-D token file packs no BOS (context_size is its
+     * row length, prepend_bos 0, bos -1) */
+    sl_run_params run;
 } sl_source;
 
 /* Opens the source and checks it against the SAE. For a model + dataset this

@@ -13,10 +13,15 @@ SQLITE_EXTENSION_INIT3
 #define CACHE_SLOTS 4
 
 struct sl_catalog {
+    sl_ctx *ctx;                            /* its tokenizers */
     sl_open_extraction *slots[CACHE_SLOTS]; /* slot 0 most recently used */
 };
 
-sl_catalog *sl_catalog_new(void) { return calloc(1, sizeof(sl_catalog)); }
+sl_catalog *sl_catalog_new(sl_ctx *ctx) {
+    sl_catalog *cat = calloc(1, sizeof *cat);
+    if (cat) cat->ctx = ctx;
+    return cat;
+}
 
 enum { TT_PRESENT = 1, TT_RAW = 2 }; /* in the vocabulary; its bytes are valid UTF-8 as they are */
 
@@ -87,21 +92,20 @@ static void append_id(sl_buf *out, int32_t token) {
     sl_buf_append(out, p, (size_t)(num + sizeof num - p));
 }
 
-static void open_free(sl_open_extraction *x) {
+static void open_free(sl_ctx *ctx, sl_open_extraction *x) {
     if (!x) return;
     texts_free(x->texts);
     sl_findex_close(x->index);
     if (x->tokens_state == 1) sl_tokfile_close(&x->tokens);
     sl_results_close(&x->res);
-    sl_tokenizer_free(x->tok);
+    sl_tokenizer_release(ctx, x->tok);
     free(x->store);
     free(x);
 }
 
-void sl_catalog_free(void *catalog) {
-    sl_catalog *cat = catalog;
+void sl_catalog_free(sl_catalog *cat) {
     if (!cat) return;
-    for (int i = 0; i < CACHE_SLOTS; i++) open_free(cat->slots[i]);
+    for (int i = 0; i < CACHE_SLOTS; i++) open_free(cat->ctx, cat->slots[i]);
     free(cat);
 }
 
@@ -118,96 +122,97 @@ static int same_file(const struct stat *a, const struct stat *b) {
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_size == b->st_size;
 }
 
-char *sl_extractions_error(sqlite3 *db, const char *fn) {
-    const char *why = sqlite3_errmsg(db);
-    if (strstr(why, "no such table"))
-        return sqlite3_mprintf("%s: no extractions table in this database (run extract_features first)", fn);
-    return sqlite3_mprintf("%s: cannot read the extractions table: %s", fn, why);
+int sl_extractions_ensure(sqlite3 *db, char **msg) {
+    int rc = sqlite3_exec(db, SL_EXTRACTIONS_DDL ";" SL_LABELS_DDL, NULL, NULL, msg);
+    if (rc != SQLITE_OK) return rc;
+    static const struct {
+        const char *name, *definition;
+    } added[] = {{"dead_threshold", SL_DEAD_THRESHOLD_COLUMN},
+                 {"dense_threshold", SL_DENSE_THRESHOLD_COLUMN},
+                 {"paths", SL_PATHS_COLUMN}};
+    sqlite3_stmt *q = NULL;
+    rc = sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('extractions', 'main') WHERE name = ?1", -1, &q, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof added / sizeof added[0]; i++) {
+        sqlite3_bind_text(q, 1, added[i].name, -1, SQLITE_STATIC);
+        int present = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_reset(q);
+        if (present) continue;
+        char *sql = sqlite3_mprintf("ALTER TABLE main.extractions ADD COLUMN %s", added[i].definition);
+        rc = sql ? sqlite3_exec(db, sql, NULL, NULL, msg) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+    }
+    sqlite3_finalize(q);
+    return rc;
 }
 
-static char *dup_text(const unsigned char *s) { return s ? strdup((const char *)s) : NULL; }
-
-sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg) {
-    sqlite3_stmt *q = NULL;
-    const char *sql = has_id ? "SELECT id, store, tokenizer, status FROM main.extractions WHERE id = ?1"
-                             : "SELECT id, store, tokenizer, status FROM main.extractions "
-                               "WHERE status = 'done' ORDER BY id DESC LIMIT 1";
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        *errmsg = sl_extractions_error(db, "saelite");
-        return NULL;
+sl_open_extraction *sl_catalog_acquire(sl_ctx *ctx, sqlite3 *db, int has_id, int64_t id, const char *fn,
+                                       char **errmsg) {
+    sl_catalog *cat = ctx->catalog;
+    sl_extraction_row row;
+    if (sl_extraction_lookup(db, has_id, id, fn, &row, errmsg)) return NULL;
+    sl_open_extraction *x = NULL;
+    if (!row.status || strcmp(row.status, "done") != 0) {
+        *errmsg = sqlite3_mprintf("%s: extraction %lld is %s, not done", fn, (long long)row.id,
+                                  row.status ? row.status : "NULL");
+        goto done;
     }
-    if (has_id) sqlite3_bind_int64(q, 1, id);
-    int rc = sqlite3_step(q);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        *errmsg = sl_extractions_error(db, "saelite");
-        sqlite3_finalize(q);
-        return NULL;
+    if (!row.store) {
+        *errmsg = sqlite3_mprintf("%s: extraction %lld has no store", fn, (long long)row.id);
+        goto done;
     }
-    if (rc != SQLITE_ROW) {
-        *errmsg = has_id ? sqlite3_mprintf("saelite: no extraction with id %lld", (long long)id)
-                         : sqlite3_mprintf("saelite: no finished extraction yet (run extract_features first)");
-        sqlite3_finalize(q);
-        return NULL;
-    }
-    int64_t xid = sqlite3_column_int64(q, 0);
-    const char *status = (const char *)sqlite3_column_text(q, 3);
-    if (!status || strcmp(status, "done") != 0) {
-        *errmsg = sqlite3_mprintf("saelite: extraction %lld is %s, not done", (long long)xid, status ? status : "NULL");
-        sqlite3_finalize(q);
-        return NULL;
-    }
-    const char *store = (const char *)sqlite3_column_text(q, 1);
     struct stat now;
-    int have_file = store && results_identity(store, &now) == 0;
+    int have_file = results_identity(row.store, &now) == 0;
     for (int i = 0; i < CACHE_SLOTS; i++) {
-        sl_open_extraction *x = cat->slots[i];
-        if (x && x->id == xid && have_file && strcmp(x->store, store) == 0 && same_file(&x->file, &now)) {
+        x = cat->slots[i];
+        if (x && x->id == row.id && have_file && strcmp(x->store, row.store) == 0 && same_file(&x->file, &now)) {
             memmove(&cat->slots[1], &cat->slots[0], (size_t)i * sizeof cat->slots[0]);
             cat->slots[0] = x;
             x->refs++;
-            sqlite3_finalize(q);
-            return x;
+            goto done;
         }
     }
-    sl_open_extraction *x = calloc(1, sizeof *x);
     sl_err err;
-    if (!x || !store || !(x->store = strdup(store))) {
-        *errmsg = sqlite3_mprintf("saelite: out of memory");
+    if (!(x = calloc(1, sizeof *x)) || !(x->store = strdup(row.store))) {
+        *errmsg = sqlite3_mprintf("%s: out of memory", fn);
         goto fail;
     }
-    x->id = xid;
+    x->id = row.id;
     if (have_file) x->file = now;
     x->texts = calloc(1, sizeof *x->texts); /* NULL: tokens decoded per use */
     if (sl_results_open(&x->res, x->store, &err)) {
-        *errmsg = sqlite3_mprintf("saelite: extraction %lld: %s", (long long)xid, err.msg);
+        *errmsg = sqlite3_mprintf("%s: extraction %lld: %s", fn, (long long)row.id, err.msg);
         goto fail;
     }
-    char *tok_path = dup_text(sqlite3_column_text(q, 2));
-    if (tok_path) x->tok = sl_tokenizer_load(tok_path, &err); /* missing tokenizer: show ids */
-    free(tok_path);
-    sqlite3_finalize(q);
+    if (row.tokenizer && !(x->tok = sl_tokenizer_acquire(ctx, row.tokenizer, &err))) {
+        *errmsg = sqlite3_mprintf("%s: extraction %lld: its tokenizer cannot be loaded, so token texts cannot be "
+                                  "shown: %s (restore the file, or record where it is now: UPDATE extractions SET "
+                                  "paths = json_set(paths, '$.tokenizer', 'NEW PATH') WHERE id = %lld)",
+                                  fn, (long long)row.id, err.msg, (long long)row.id);
+        goto fail;
+    }
     /* Evict the least recently used entry nobody is reading. */
     int victim = CACHE_SLOTS - 1;
     while (victim >= 0 && cat->slots[victim] && cat->slots[victim]->refs) victim--;
     if (victim >= 0) {
-        open_free(cat->slots[victim]);
+        open_free(ctx, cat->slots[victim]);
         memmove(&cat->slots[1], &cat->slots[0], (size_t)victim * sizeof cat->slots[0]);
         cat->slots[0] = x;
     }
     /* else: every slot busy; x is owned by the caller alone (refs 1, freed on release) */
     x->refs = victim >= 0 ? 1 : -1;
-    return x;
+    goto done;
 fail:
-    sqlite3_finalize(q);
-    open_free(x);
-    return NULL;
+    open_free(ctx, x);
+    x = NULL;
+done:
+    sl_extraction_row_free(&row);
+    return x;
 }
 
-void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x) {
-    (void)cat;
+void sl_catalog_release(sl_ctx *ctx, sl_open_extraction *x) {
     if (!x) return;
     if (x->refs < 0)
-        open_free(x);
+        open_free(ctx, x);
     else
         x->refs--;
 }

@@ -1,6 +1,7 @@
 /* catalog.h: the extractions table and the per-connection cache of finished
  * extractions (mapped results file, tokenizer, and on first use the feature
- * index and token file) that the virtual tables read. */
+ * index and token file) that the virtual tables read. The catalog is part of
+ * the connection's context (context.h): every table shares it. */
 #ifndef SAELITE_CATALOG_H
 #define SAELITE_CATALOG_H
 
@@ -8,6 +9,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "context.h"
 #include "findex.h"
 #include "results.h"
 #include "tokenizer.h"
@@ -19,6 +21,13 @@
  * Added to older databases by ALTER TABLE when the extension loads. */
 #define SL_DEAD_THRESHOLD_COLUMN "dead_threshold REAL NOT NULL DEFAULT 0 CHECK (dead_threshold BETWEEN 0 AND 1)"
 #define SL_DENSE_THRESHOLD_COLUMN "dense_threshold REAL NOT NULL DEFAULT 0.1 CHECK (dense_threshold BETWEEN 0 AND 1)"
+
+/* The paths a run opened, resolved when it started (JSON object: sae, model,
+ * tokenizer, dataset, activations absolute; store relative to the database
+ * file's directory when it lies there), so the extraction browses from any
+ * working directory and moves with its database. The columns sae, model,
+ * tokenizer, source and store keep the paths as given. */
+#define SL_PATHS_COLUMN "paths TEXT"
 
 #define SL_EXTRACTIONS_DDL                                                                         \
     "CREATE TABLE IF NOT EXISTS main.extractions(\n"                                               \
@@ -34,7 +43,8 @@
     "  explained_variance REAL, mse REAL,\n"                                                       \
     "  started_at TEXT, finished_at TEXT, error TEXT,\n"                                            \
     "  " SL_DEAD_THRESHOLD_COLUMN ",\n"                                                              \
-    "  " SL_DENSE_THRESHOLD_COLUMN ")"
+    "  " SL_DENSE_THRESHOLD_COLUMN ",\n"                                                             \
+    "  " SL_PATHS_COLUMN ")"
 
 /* Names and notes people give features; plain INSERT/UPDATE, read by the
  * `features` table's `label` column. Created with the extractions table. */
@@ -46,13 +56,18 @@
     "  favorite INTEGER NOT NULL DEFAULT 0,\n"                                                    \
     "  PRIMARY KEY (extraction_id, feature_id)) WITHOUT ROWID"
 
+/* Creates extractions and feature_labels when they are missing and adds the
+ * columns added since a database was made (ALTER TABLE). SQLITE_OK, or the
+ * error with *msg (sqlite3_malloc'd) when the tables cannot be made. */
+int sl_extractions_ensure(sqlite3 *db, char **msg);
+
 /* A finished extraction, opened for reading. */
 typedef struct sl_open_extraction {
     int64_t id;
     char *store;
     struct stat file; /* the results file mapped, to notice a rebuilt store */
     sl_results res;
-    sl_tokenizer *tok; /* NULL: tokens shown as ids */
+    const sl_tokenizer *tok; /* shared (context.h); NULL when the run had no tokenizer: ids shown */
     int refs;
     /* Opened on first use, then kept as long as the entry is cached: */
     sl_findex *index;  /* index.sli: sl_catalog_index */
@@ -64,21 +79,17 @@ typedef struct sl_open_extraction {
     struct sl_token_texts *texts;
 } sl_open_extraction;
 
-typedef struct sl_catalog sl_catalog;
-
-/* The message (sqlite3_malloc'd) for a failed read of the extractions table by
- * function fn: "no extractions table" only when that is the cause; otherwise
- * SQLite's own reason (e.g. database is locked). */
-char *sl_extractions_error(sqlite3 *db, const char *fn);
-
-sl_catalog *sl_catalog_new(void);
-void sl_catalog_free(void *catalog);
+sl_catalog *sl_catalog_new(sl_ctx *ctx);
+void sl_catalog_free(sl_catalog *catalog);
 
 /* Opens extraction `id`, or the most recent one with status 'done' when
- * has_id is 0. On error sets *errmsg (sqlite3_malloc'd) and returns NULL.
- * Release with sl_catalog_release. */
-sl_open_extraction *sl_catalog_acquire(sl_catalog *cat, sqlite3 *db, int has_id, int64_t id, char **errmsg);
-void sl_catalog_release(sl_catalog *cat, sl_open_extraction *x);
+ * has_id is 0. A tokenizer the extraction records but that cannot be loaded
+ * is an error (token texts never silently become ids). On error sets *errmsg
+ * (sqlite3_malloc'd, prefixed with fn) and returns NULL. Release with
+ * sl_catalog_release. */
+sl_open_extraction *sl_catalog_acquire(sl_ctx *ctx, sqlite3 *db, int has_id, int64_t id, const char *fn,
+                                       char **errmsg);
+void sl_catalog_release(sl_ctx *ctx, sl_open_extraction *x);
 
 /* The extraction's feature index (x->index), opened and validated on the
  * first call. NULL with *errmsg (sqlite3_malloc'd, naming the file) when the

@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 #include "catalog.h"
-#include "extract.h"
 #include "check.h"
-#include "extract_fn.h"
+#include "context.h"
+#include "extract.h"
+#include "registry.h"
 #include "fsutil.h"
 #include "progress.h"
+#include "vtab_args.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -231,6 +233,33 @@ static json_t *check_inputs(json_t *opts, char **msg) {
 }
 
 static const char *opt_str(json_t *opts, const char *name) { return json_string_value(json_object_get(opts, name)); }
+
+/* The input paths of a run, as `paths` records them (context.h). */
+static const char *const path_options[] = {"sae", "model", "tokenizer", "dataset", "activations"};
+
+/* The recorded paths of a new run: absolute inputs, and the store (absolute,
+ * or relative to the database's directory when it lies there). */
+static json_t *resolve_paths(sqlite3 *db, json_t *opts, const char *store) {
+    json_t *paths = json_object();
+    for (size_t i = 0; i < sizeof path_options / sizeof path_options[0]; i++) {
+        const char *given = opt_str(opts, path_options[i]);
+        if (!given) continue;
+        char *abs = sl_absolute_path(given);
+        if (abs) json_object_set_new(paths, path_options[i], json_string(abs));
+        sqlite3_free(abs);
+    }
+    char *abs = sl_absolute_path(store), *rec = abs ? sl_store_record(db, abs) : NULL;
+    if (rec) json_object_set_new(paths, "store", json_string(rec));
+    sqlite3_free(abs);
+    sqlite3_free(rec);
+    return paths;
+}
+
+/* The path the run opens for an option: the recorded one when there is one. */
+static const char *path_opt(json_t *opts, json_t *paths, const char *name) {
+    const char *p = json_string_value(json_object_get(paths, name));
+    return p ? p : opt_str(opts, name);
+}
 static int64_t opt_int(json_t *opts, const char *name, int64_t def) {
     json_t *v = json_object_get(opts, name);
     return v ? json_integer_value(v) : def;
@@ -376,23 +405,23 @@ static void close_meta(sqlite3 *db, sqlite3 *meta) {
 }
 
 /* Runs (or resumes) extraction `id` whose row exists; sets the SQL result. */
-static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, json_t *opts, int64_t id,
-                           const char *store, int resume) {
+static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, json_t *opts, json_t *paths,
+                           int64_t id, const char *store, int resume) {
     char *label = opt_str(opts, "name") ? sqlite3_mprintf("%s", opt_str(opts, "name"))
                                         : sqlite3_mprintf("extraction-%lld", (long long)id);
     query_docs qd = {.db = db, .sql = opt_str(opts, "query")};
     sl_extract_opts eo = {
-        .sae_path = opt_str(opts, "sae"),
-        .source = {.activations_path = opt_str(opts, "activations"),
-                   .model_path = opt_str(opts, "model"),
-                   .dataset_path = opt_str(opts, "dataset"),
+        .sae_path = path_opt(opts, paths, "sae"),
+        .source = {.activations_path = path_opt(opts, paths, "activations"),
+                   .model_path = path_opt(opts, paths, "model"),
+                   .dataset_path = path_opt(opts, paths, "dataset"),
                    .docs = qd.sql ? query_next : NULL,
                    .docs_ctx = &qd,
                    .dataset_kind = opt_str(opts, "format"),
                    .text_mode = opt_str(opts, "text_mode"),
                    .text_field = opt_str(opts, "text_field"),
                    .token_dtype = opt_str(opts, "token_dtype"),
-                   .tokenizer_path = opt_str(opts, "tokenizer"),
+                   .tokenizer_path = path_opt(opts, paths, "tokenizer"),
                    .hook = opt_str(opts, "hook"),
                    .context_size = (uint32_t)opt_int(opts, "context_size", 0),
                    .prepend_bos = (int)opt_int(opts, "prepend_bos", -1),
@@ -475,7 +504,7 @@ static int refuse_read_only(sqlite3_context *ctx, sqlite3 *db, const char *fn) {
     return 1;
 }
 
-static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void sl_extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
     char *msg = NULL, *store = NULL;
     if (refuse_read_only(ctx, db, "extract_features")) return;
@@ -485,7 +514,8 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
         sqlite3_free(msg);
         return;
     }
-    if (sqlite3_exec(db, SL_EXTRACTIONS_DDL ";" SL_LABELS_DDL, NULL, NULL, &msg) != SQLITE_OK) {
+    json_t *paths = NULL;
+    if (sl_extractions_ensure(db, &msg) != SQLITE_OK) {
         sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);
         goto done;
     }
@@ -514,11 +544,21 @@ static void extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **
     }
     int64_t id = sqlite3_last_insert_rowid(meta);
     store = opt_str(opts, "store") ? sqlite3_mprintf("%s", opt_str(opts, "store")) : default_store(db, id);
-    exec_bound(meta, "UPDATE main.extractions SET store = ?1, name = coalesce(name, ?2) WHERE id = ?3", "tti", store,
-               opt_str(opts, "name") ? opt_str(opts, "name") : "", id);
+    paths = store ? resolve_paths(db, opts, store) : NULL;
+    char *paths_text = paths ? json_dumps(paths, JSON_COMPACT) : NULL;
+    if (!paths_text) {
+        sqlite3_result_error_nomem(ctx);
+        goto done;
+    }
+    exec_bound(meta, "UPDATE main.extractions SET store = ?1, name = coalesce(name, ?2), paths = ?3 WHERE id = ?4",
+               "ttti", store, opt_str(opts, "name") ? opt_str(opts, "name") : "", paths_text, id);
+    free(paths_text);
     exec_bound(meta, "UPDATE main.extractions SET name = 'extraction-' || id WHERE id = ?1 AND name = ''", "i", id);
-    run_extraction(ctx, db, meta, opts, id, store, 0);
+    char *store_path = sl_store_resolve(db, json_string_value(json_object_get(paths, "store")));
+    run_extraction(ctx, db, meta, opts, paths, id, store_path ? store_path : store, 0);
+    sqlite3_free(store_path);
 done:
+    json_decref(paths);
     close_meta(db, meta);
     sqlite3_free(msg);
     sqlite3_free(store);
@@ -526,91 +566,56 @@ done:
 }
 
 /* resume_extraction(id): continues a run that crashed, failed or was cancelled
- * from its last checkpoint, with the options it was started with. */
-static void resume_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+ * from its last checkpoint, with the options and paths it was started with. */
+void sl_resume_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     (void)argc;
     sqlite3 *db = sqlite3_context_db_handle(ctx), *meta = NULL;
-    sqlite3_stmt *q = NULL;
     if (refuse_read_only(ctx, db, "resume_extraction")) return;
-    json_t *opts = NULL;
-    char *msg = NULL;
-    int64_t id = sqlite3_value_int64(argv[0]);
     if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER) {
         sqlite3_result_error(ctx, "resume_extraction: expects an extraction id", -1);
         return;
     }
-    if (sqlite3_prepare_v2(db, "SELECT options, store, status FROM main.extractions WHERE id = ?1", -1, &q, NULL) !=
-        SQLITE_OK) {
-        msg = sl_extractions_error(db, "resume_extraction");
-        goto done;
-    }
-    sqlite3_bind_int64(q, 1, id);
-    int step = sqlite3_step(q);
-    if (step != SQLITE_ROW && step != SQLITE_DONE) {
-        msg = sl_extractions_error(db, "resume_extraction");
-        goto done;
-    }
-    if (step != SQLITE_ROW) {
-        msg = sqlite3_mprintf("resume_extraction: no extraction with id %lld", (long long)id);
-        goto done;
-    }
-    const char *status = (const char *)sqlite3_column_text(q, 2);
-    const char *store = (const char *)sqlite3_column_text(q, 1);
-    if (status && strcmp(status, "done") == 0) {
+    int64_t id = sqlite3_value_int64(argv[0]);
+    json_t *opts = NULL, *paths = NULL;
+    char *msg = NULL;
+    sl_extraction_row row;
+    if (sl_extraction_lookup(db, 1, id, "resume_extraction", &row, &msg)) goto done;
+    if (row.status && strcmp(row.status, "done") == 0)
         msg = sqlite3_mprintf("resume_extraction: extraction %lld is already done", (long long)id);
-        goto done;
-    }
-    if (!store) {
+    else if (!row.store)
         msg = sqlite3_mprintf("resume_extraction: extraction %lld has no store", (long long)id);
-        goto done;
-    }
-    const char *text = (const char *)sqlite3_column_text(q, 0);
-    if (!text || !(opts = parse_options_json(text, &msg))) {
+    else if (!row.options || !(opts = parse_options_json(row.options, &msg))) {
         if (!msg) msg = sqlite3_mprintf("resume_extraction: extraction %lld has no options", (long long)id);
-        goto done;
     }
-    char *store_copy = sqlite3_mprintf("%s", store);
-    sqlite3_finalize(q);
-    q = NULL;
+    if (msg) goto done;
+    paths = row.paths ? json_loads(row.paths, 0, NULL) : NULL;
     meta = open_meta(db);
-    run_extraction(ctx, db, meta, opts, id, store_copy, 1);
-    sqlite3_free(store_copy);
+    run_extraction(ctx, db, meta, opts, paths, id, row.store, 1);
 done:
     if (msg) sqlite3_result_error(ctx, msg, -1);
-    sqlite3_finalize(q);
+    sl_extraction_row_free(&row);
     close_meta(db, meta);
     sqlite3_free(msg);
     json_decref(opts);
+    json_decref(paths);
 }
 
 /* check_extraction(id): 'ok', or one line per damaged file or block. */
-static void check_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void sl_check_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     (void)argc;
     sqlite3 *db = sqlite3_context_db_handle(ctx);
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT store FROM main.extractions WHERE id = ?1", -1, &q, NULL) != SQLITE_OK) {
-        char *msg = sl_extractions_error(db, "check_extraction");
+    int64_t id;
+    char *msg = NULL;
+    sl_extraction_row row = {0};
+    if (!sl_integer_arg(argv[0], &id))
+        msg = sqlite3_mprintf("check_extraction: no extraction with id %s", sqlite3_value_text(argv[0]));
+    else if (sl_extraction_lookup(db, 1, id, "check_extraction", &row, &msg) == 0 && !row.store)
+        msg = sqlite3_mprintf("check_extraction: extraction %lld has no store", (long long)id);
+    if (msg) {
         sqlite3_result_error(ctx, msg, -1);
-        sqlite3_free(msg);
-        return;
-    }
-    sqlite3_bind_value(q, 1, argv[0]);
-    int step = sqlite3_step(q);
-    if (step != SQLITE_ROW && step != SQLITE_DONE) {
-        char *msg = sl_extractions_error(db, "check_extraction");
-        sqlite3_result_error(ctx, msg, -1);
-        sqlite3_free(msg);
-        sqlite3_finalize(q);
-        return;
-    }
-    const char *store = step == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
-    if (!store) {
-        char *msg = sqlite3_mprintf("check_extraction: no extraction with id %s", sqlite3_value_text(argv[0]));
-        sqlite3_result_error(ctx, msg, -1);
-        sqlite3_free(msg);
     } else {
         sl_buf report = {0};
-        if (sl_check_store(store, &report) == 0)
+        if (sl_check_store(row.store, &report) == 0)
             sqlite3_result_text(ctx, "ok", -1, SQLITE_STATIC);
         else if (report.oom)
             sqlite3_result_error_nomem(ctx);
@@ -618,18 +623,6 @@ static void check_extraction_fn(sqlite3_context *ctx, int argc, sqlite3_value **
             sqlite3_result_text(ctx, sl_buf_str(&report), (int)report.len - 1, SQLITE_TRANSIENT); /* no last \n */
         sl_buf_free(&report);
     }
-    sqlite3_finalize(q);
-}
-
-int sl_register_extract(sqlite3 *db) {
-    /* Not deterministic, not innocuous: they read and write files. */
-    int rc = sqlite3_create_function_v2(db, "extract_features", -1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                        extract_features_fn, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_create_function_v2(db, "resume_extraction", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                        resume_extraction_fn, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_create_function_v2(db, "check_extraction", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                        check_extraction_fn, NULL, NULL, NULL);
-    return rc;
+    sqlite3_free(msg);
+    sl_extraction_row_free(&row);
 }

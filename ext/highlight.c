@@ -28,7 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "explore.h"
+#include "registry.h"
 #include "text.h"
 
 SQLITE_EXTENSION_INIT3
@@ -68,7 +68,7 @@ static void put_html_escaped(sl_buf *out, const char *s, size_t n) {
     }
 }
 
-static void highlight_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void sl_highlight_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     for (int i = 0; i < argc; i++)
         if (sqlite3_value_type(argv[i]) == SQLITE_NULL) return; /* NULL in, NULL out */
     hl_mode mode = MODE_TEXT;
@@ -163,12 +163,4 @@ static void highlight_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 done:
     json_decref(toks);
     json_decref(acts);
-}
-
-int sl_register_highlight(sqlite3 *db) {
-    int rc = SQLITE_OK;
-    for (int n = 2; n <= 3 && rc == SQLITE_OK; n++)
-        rc = sqlite3_create_function(db, "highlight", n, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
-                                     highlight_fn, NULL, NULL);
-    return rc;
 }

@@ -1,13 +1,13 @@
 /* logits.c: the logit lens of SAE features, the table-valued function feature_logits.
  *
- *   CREATE TABLE feature_logits(feature_id INTEGER, rank INTEGER, token TEXT,
- *     token_id INTEGER, logit REAL, k HIDDEN, extraction_id HIDDEN)
+ *   CREATE TABLE feature_logits(rank INTEGER, token TEXT, token_id INTEGER,
+ *     logit REAL, feature_id HIDDEN, k HIDDEN, extraction_id HIDDEN)
  *
  * Examples:
- *   SELECT rank, token, logit FROM feature_logits WHERE feature_id = 1459;
- *   SELECT * FROM feature_logits WHERE feature_id IN (35, 1211) AND k = 5;
+ *   SELECT rank, token, logit FROM feature_logits(1459);
+ *   SELECT feature_id, * FROM feature_logits WHERE feature_id IN (35, 1211) AND k = 5;
  *   SELECT f.feature_id, f.top_token, l.token AS promotes
- *     FROM features f JOIN feature_logits l USING (feature_id)
+ *     FROM features f JOIN feature_logits l ON l.feature_id = f.feature_id
  *     WHERE f.feature_id < 10 AND l.rank = 1;
  *
  * For feature f, logit[t] = W_dec[f] . W_U[:, t] over the whole vocabulary (one
@@ -18,19 +18,20 @@
  * largest logits (descending), rank -1..-k the k smallest (ascending: -1 is the
  * most negative); ties by token_id ascending. k defaults to 10 (at most the
  * vocabulary size). The model and SAE come from the extraction (extraction_id,
- * else the latest done one), loaded through the cache encode_text uses.
+ * else the latest done one), loaded through the connection's model cache
+ * (context.h), shared with encode_text.
  *
- * xBestIndex: feature_id = ? or feature_id IN (...) is required (argv 1); k = ?
- * and extraction_id = ? are optional; all are consumed. Rows come in feature_id
- * order, then rank 1..k, -1..-k. */
+ * xBestIndex: the hidden columns are the arguments (sl_tvf_best_index,
+ * vtab_args.h): feature_id (required; = or IN (...)), k, extraction_id. Rows
+ * come in feature_id order, then rank 1..k, -1..-k. */
 #include <cblas.h>
 #include <sqlite3ext.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "catalog.h"
-#include "explore.h"
+#include "context.h"
+#include "registry.h"
 #include "sae.h"
 #include "text.h"
 #include "tokenizer.h"
@@ -38,8 +39,13 @@
 
 SQLITE_EXTENSION_INIT3
 
-enum { C_FEATURE_ID, C_RANK, C_TOKEN, C_TOKEN_ID, C_LOGIT, C_K, C_EXTRACTION };
-enum { IDX_FEATURE_EQ = 1, IDX_FEATURE_IN = 2, IDX_K = 4, IDX_EXTRACTION = 8 };
+enum { C_RANK, C_TOKEN, C_TOKEN_ID, C_LOGIT, C_FEATURE_ID, C_K, C_EXTRACTION };
+enum { ARG_FEATURE, ARG_K, ARG_EXTRACTION, N_ARGS };
+
+static const sl_arg_spec args_spec[N_ARGS] = {{C_FEATURE_ID, "feature_id", SL_ARG_REQUIRED | SL_ARG_IN},
+                                              {C_K, "k", 0},
+                                              {C_EXTRACTION, "extraction_id", 0}};
+static const sl_tvf_spec spec = {"feature_logits", "feature_logits(1459)", args_spec, N_ARGS};
 
 #define DEFAULT_K 10
 
@@ -53,26 +59,27 @@ typedef struct logit_row {
 typedef struct logits_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_probe_cache *cache;
+    sl_ctx *ctx;
 } logits_vtab;
 
 typedef struct logits_cursor {
     sqlite3_vtab_cursor base;
-    sl_cached_probe *cp;
+    sl_cached_model *cp;
+    int64_t k;
     logit_row *rows;
     size_t n_rows, at;
 } logits_cursor;
 
 static int lv_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **err) {
     (void)argc, (void)argv, (void)err;
-    int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(feature_id INTEGER, rank INTEGER, token TEXT, "
-                                      "token_id INTEGER, logit REAL, k HIDDEN, extraction_id HIDDEN)");
+    int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(rank INTEGER, token TEXT, token_id INTEGER, logit REAL, "
+                                      "feature_id HIDDEN, k HIDDEN, extraction_id HIDDEN)");
     if (rc != SQLITE_OK) return rc;
     logits_vtab *vt = sqlite3_malloc(sizeof *vt);
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->cache = aux;
+    vt->ctx = aux;
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY); /* it reads files named in the database */
     *out = &vt->base;
     return SQLITE_OK;
@@ -84,33 +91,9 @@ static int lv_disconnect(sqlite3_vtab *vtab) {
 }
 
 static int lv_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
-    (void)vtab;
-    int f_c = -1, k_c = -1, x_c = -1;
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-        if (c->op != SQLITE_INDEX_CONSTRAINT_EQ || !c->usable) continue;
-        if (c->iColumn == C_FEATURE_ID && f_c < 0) f_c = i;
-        else if (c->iColumn == C_K && k_c < 0) k_c = i;
-        else if (c->iColumn == C_EXTRACTION && x_c < 0) x_c = i;
-    }
-    int argv_i = 0, idx = 0;
-    if (f_c >= 0) {
-        idx |= sqlite3_vtab_in(info, f_c, 1) ? IDX_FEATURE_IN : IDX_FEATURE_EQ;
-        info->aConstraintUsage[f_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[f_c].omit = 1;
-    }
-    if (k_c >= 0) {
-        idx |= IDX_K;
-        info->aConstraintUsage[k_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[k_c].omit = 1;
-    }
-    if (x_c >= 0) {
-        idx |= IDX_EXTRACTION;
-        info->aConstraintUsage[x_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[x_c].omit = 1;
-    }
-    info->idxNum = idx;
-    info->estimatedCost = f_c >= 0 ? 100.0 : 1e12; /* without a feature: an error, never chosen if avoidable */
+    int rc = sl_tvf_best_index(vtab, info, &spec);
+    if (rc != SQLITE_OK) return rc;
+    info->estimatedCost = 100.0;
     info->estimatedRows = 20;
     if (info->nOrderBy == 1 && info->aOrderBy[0].iColumn == C_FEATURE_ID && !info->aOrderBy[0].desc)
         info->orderByConsumed = 1;
@@ -127,7 +110,7 @@ static int lv_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) {
 }
 
 static void cursor_reset(logits_cursor *c) {
-    sl_probe_cache_release(c->cp);
+    sl_model_release(((logits_vtab *)c->base.pVtab)->ctx, c->cp);
     c->cp = NULL;
     free(c->rows);
     c->rows = NULL;
@@ -162,42 +145,30 @@ static void select_k(const float *logits, int32_t n, int32_t k, int ascending, i
     }
 }
 
-static int set_error(logits_vtab *vt, char *msg) {
-    sqlite3_free(vt->base.zErrMsg);
-    vt->base.zErrMsg = msg;
-    return SQLITE_ERROR;
-}
-
 static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int argc, sqlite3_value **argv) {
     (void)idx_str, (void)argc;
     logits_cursor *c = (logits_cursor *)cur;
     logits_vtab *vt = (logits_vtab *)cur->pVtab;
     cursor_reset(c);
-    if (!(idx & (IDX_FEATURE_EQ | IDX_FEATURE_IN)))
-        return set_error(vt, sqlite3_mprintf("feature_logits: give feature_id = ? or feature_id IN (...)"));
-    int a = 0;
-    int64_t *ids = NULL, n_ids = 0; /* the requested features, sorted and unique */
-    int rc = sl_feature_ids(argv[a++], (idx & IDX_FEATURE_IN) != 0, &ids, &n_ids);
-    if (rc != SQLITE_OK) return rc;
+    sqlite3_value *arg[N_ARGS];
+    sl_tvf_args(&spec, idx, argv, arg);
     int64_t k = DEFAULT_K;
-    if (idx & IDX_K) {
-        sqlite3_value *kv = argv[a++];
-        k = sqlite3_value_int64(kv);
-        if (sqlite3_value_type(kv) != SQLITE_INTEGER || k < 1) {
-            sqlite3_free(ids);
-            return set_error(vt, sqlite3_mprintf("feature_logits: k must be a positive integer"));
-        }
-    }
-    int has_x = (idx & IDX_EXTRACTION) != 0;
-    int64_t xid = has_x ? sqlite3_value_int64(argv[a]) : 0;
-    if (n_ids == 0 || (has_x && sqlite3_value_type(argv[a]) == SQLITE_NULL)) {
+    if (arg[ARG_K] && (!sl_integer_arg(arg[ARG_K], &k) || k < 1))
+        return sl_vtab_error(&vt->base, "feature_logits: k must be a positive integer (got '%s')",
+                             sqlite3_value_text(arg[ARG_K]));
+    c->k = k;
+    int64_t *ids = NULL, n_ids = 0; /* the requested features, sorted and unique */
+    int rc = sl_feature_ids(arg[ARG_FEATURE], (idx & SL_TVF_IN_BIT(ARG_FEATURE)) != 0, &ids, &n_ids);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_value *xv = arg[ARG_EXTRACTION];
+    if (n_ids == 0 || (xv && sqlite3_value_type(xv) == SQLITE_NULL)) {
         sqlite3_free(ids);
         return SQLITE_OK; /* nothing matches */
     }
     char *msg = NULL;
-    if (!(c->cp = sl_probe_cache_acquire(vt->cache, vt->db, has_x, xid, "feature_logits", &msg))) {
+    if (!(c->cp = sl_model_acquire(vt->ctx, vt->db, xv != NULL, xv ? sqlite3_value_int64(xv) : 0, spec.name, &msg))) {
         sqlite3_free(ids);
-        return set_error(vt, msg);
+        return sl_vtab_error(&vt->base, "%z", msg);
     }
     sl_err err;
     int vocab, d_model, untied;
@@ -205,14 +176,14 @@ static int lv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     const sl_sae *sae = sl_probe_sae(c->cp->probe);
     if (!W_U) {
         sqlite3_free(ids);
-        return set_error(vt, sqlite3_mprintf("feature_logits: extraction %lld: %s", (long long)c->cp->id, err.msg));
+        return sl_vtab_error(&vt->base, "feature_logits: extraction %lld: %s", (long long)c->cp->id, err.msg);
     }
     for (int64_t i = 0; i < n_ids; i++)
         if (ids[i] < 0 || ids[i] >= sae->d_sae) {
             char *m = sqlite3_mprintf("feature_logits: feature_id %lld is out of range (the SAE %s has %d features)",
                                       (long long)ids[i], sae->path, sae->d_sae);
             sqlite3_free(ids);
-            return set_error(vt, m);
+            return sl_vtab_error(&vt->base, "%z", m);
         }
     int32_t kk = k > vocab ? vocab : (int32_t)k;
     float *logits = malloc((size_t)vocab * sizeof *logits); /* [vocab] */
@@ -276,18 +247,14 @@ static int lv_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
     }
     case C_TOKEN_ID: sqlite3_result_int(ctx, r->token); break;
     case C_LOGIT: sqlite3_result_double(ctx, sl_f32_to_display(r->logit)); break;
+    case C_K: sqlite3_result_int64(ctx, c->k); break;
     case C_EXTRACTION: sqlite3_result_int64(ctx, c->cp->id); break;
-    default: break; /* k: not kept */
     }
     return SQLITE_OK;
 }
 
-static sqlite3_module logits_module = {
+const sqlite3_module sl_feature_logits_module = {
     .iVersion = 0, .xCreate = NULL, .xConnect = lv_connect, .xBestIndex = lv_best_index,
     .xDisconnect = lv_disconnect, .xDestroy = NULL, .xOpen = lv_open, .xClose = lv_close,
     .xFilter = lv_filter, .xNext = lv_next, .xEof = lv_eof, .xColumn = lv_column, .xRowid = lv_rowid,
 };
-
-int sl_register_logits(sqlite3 *db, sl_probe_cache *cache, void (*destroy)(void *)) {
-    return sqlite3_create_module_v2(db, "feature_logits", &logits_module, cache, destroy);
-}

@@ -33,8 +33,8 @@
  * same text as top_examples.context without the « »; the match is on bytes,
  * case-sensitive. context marks the max token with « ».
  *
- * xBestIndex: the first argument (token / substring = ?) is required (argv 1),
- * extraction_id = ? optional (argv 2); both are consumed. */
+ * xBestIndex: the hidden columns are the arguments (sl_tvf_best_index,
+ * vtab_args.h): token / substring required, extraction_id optional. */
 #include <sqlite3ext.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +42,11 @@
 #include <unistd.h>
 
 #include "catalog.h"
-#include "explore.h"
+#include "registry.h"
 #include "store.h"
 #include "text.h"
 #include "tokenizer.h"
+#include "vtab_args.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -54,27 +55,32 @@ typedef enum { T_TOKEN_FEATURES, T_SEARCH_EXAMPLES } search_kind;
 enum { TF_FEATURE_ID, TF_N_ON_TOKEN, TF_OCCURRENCES, TF_FRAC_OCC, TF_FRAC_FEATURE, TF_MEAN, TF_TOKEN, TF_EXTRACTION };
 enum { SE_FEATURE_ID, SE_RANK, SE_ACTIVATION, SE_SEQUENCE_ID, SE_POSITION, SE_TOKEN, SE_CONTEXT, SE_SUBSTRING,
        SE_EXTRACTION };
-enum { IDX_ARG = 1, IDX_EXTRACTION = 2 };
+enum { ARG_TEXT, ARG_EXTRACTION, N_ARGS };
+
+static const sl_arg_spec tf_args[N_ARGS] = {{TF_TOKEN, "token", SL_ARG_REQUIRED}, {TF_EXTRACTION, "extraction_id", 0}};
+static const sl_arg_spec se_args[N_ARGS] = {{SE_SUBSTRING, "substring", SL_ARG_REQUIRED},
+                                            {SE_EXTRACTION, "extraction_id", 0}};
 
 static const struct {
-    const char *name, *schema;
-    int arg_col, extraction_col;
+    const char *schema;
+    int extraction_col;
+    sl_tvf_spec spec;
 } tables[] = {
-    [T_TOKEN_FEATURES] = {"token_features",
-                          "CREATE TABLE x(feature_id INTEGER, n_on_token INTEGER, occurrences INTEGER, "
+    [T_TOKEN_FEATURES] = {"CREATE TABLE x(feature_id INTEGER, n_on_token INTEGER, occurrences INTEGER, "
                           "fraction_of_occurrences REAL, fraction_of_feature REAL, mean_activation REAL, "
                           "token HIDDEN, extraction_id HIDDEN)",
-                          TF_TOKEN, TF_EXTRACTION},
-    [T_SEARCH_EXAMPLES] = {"search_examples",
-                           "CREATE TABLE x(feature_id INTEGER, rank INTEGER, activation REAL, sequence_id INTEGER, "
+                          TF_EXTRACTION,
+                          {"token_features", "token_features('(')", tf_args, N_ARGS}},
+    [T_SEARCH_EXAMPLES] = {"CREATE TABLE x(feature_id INTEGER, rank INTEGER, activation REAL, sequence_id INTEGER, "
                            "position INTEGER, token TEXT, context TEXT, substring HIDDEN, extraction_id HIDDEN)",
-                           SE_SUBSTRING, SE_EXTRACTION},
+                           SE_EXTRACTION,
+                           {"search_examples", "search_examples('#include')", se_args, N_ARGS}},
 };
 
 typedef struct search_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_catalog *catalog;
+    sl_ctx *ctx;
     search_kind kind;
 } search_vtab;
 
@@ -88,6 +94,7 @@ typedef struct token_hit {
 typedef struct search_cursor {
     sqlite3_vtab_cursor base;
     sl_open_extraction *x;
+    sqlite3_value *arg; /* the token or substring, shown in its hidden column */
     uint64_t occurrences;
     token_hit *hits; /* token_features: [n] features with n > 0, ascending */
     uint32_t *found; /* search_examples: [n] example slots (f * top_k + rank - 1) */
@@ -103,7 +110,7 @@ static int sv_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->catalog = aux;
+    vt->ctx = aux;
     vt->kind = kind;
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY); /* it reads files named in the database */
     *out = &vt->base;
@@ -124,30 +131,9 @@ static int sv_disconnect(sqlite3_vtab *vtab) {
 
 static int sv_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
     search_vtab *vt = (search_vtab *)vtab;
-    int arg_c = -1, x_c = -1;
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-        if (c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
-        if (c->iColumn == tables[vt->kind].arg_col) {
-            if (!c->usable) return SQLITE_CONSTRAINT; /* another plan must supply it */
-            arg_c = i;
-        } else if (c->iColumn == tables[vt->kind].extraction_col && c->usable) {
-            x_c = i;
-        }
-    }
-    int argv_i = 0;
-    info->idxNum = 0;
-    if (arg_c >= 0) {
-        info->idxNum |= IDX_ARG;
-        info->aConstraintUsage[arg_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[arg_c].omit = 1;
-    }
-    if (x_c >= 0) {
-        info->idxNum |= IDX_EXTRACTION;
-        info->aConstraintUsage[x_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[x_c].omit = 1;
-    }
-    info->estimatedCost = arg_c >= 0 ? 1e6 : 1e12;
+    int rc = sl_tvf_best_index(vtab, info, &tables[vt->kind].spec);
+    if (rc != SQLITE_OK) return rc;
+    info->estimatedCost = 1e6;
     info->estimatedRows = 100;
     if (info->nOrderBy == 1 && info->aOrderBy[0].iColumn == 0 && !info->aOrderBy[0].desc) info->orderByConsumed = 1;
     return SQLITE_OK;
@@ -164,8 +150,10 @@ static int sv_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) {
 
 static void cursor_reset(search_cursor *c) {
     search_vtab *vt = (search_vtab *)c->base.pVtab;
-    sl_catalog_release(vt->catalog, c->x);
+    sl_catalog_release(vt->ctx, c->x);
     c->x = NULL;
+    sqlite3_value_free(c->arg);
+    c->arg = NULL;
     free(c->hits);
     free(c->found);
     c->hits = NULL;
@@ -178,12 +166,6 @@ static int sv_close(sqlite3_vtab_cursor *cur) {
     cursor_reset((search_cursor *)cur);
     sqlite3_free(cur);
     return SQLITE_OK;
-}
-
-static int set_error(search_vtab *vt, char *msg) {
-    sqlite3_free(vt->base.zErrMsg);
-    vt->base.zErrMsg = msg ? msg : sqlite3_mprintf("%s: out of memory", tables[vt->kind].name);
-    return SQLITE_ERROR;
 }
 
 /* The token id a token_features argument names; -1 with *msg set if none. */
@@ -214,9 +196,11 @@ static int64_t resolve_token(const sl_open_extraction *x, sqlite3_value *v, char
             sl_buf_puts(&list, num);
         }
         if (enc.n > 16) sl_buf_puts(&list, ", ...");
-        *msg = enc.n == 0 ? sqlite3_mprintf("token_features: the text is empty: give one token or its id")
-                          : sqlite3_mprintf("token_features: '%s' is %d tokens (%s): give one token or its id", text,
-                                            (int)enc.n, sl_buf_str(&list));
+        *msg = len == 0  ? sqlite3_mprintf("token_features: the text is empty: give one token or its id")
+               : enc.n == 0 ? sqlite3_mprintf("token_features: '%s' encodes to no token of the tokenizer %s: give one "
+                                              "token or its id", text, sl_tokenizer_path(x->tok))
+                            : sqlite3_mprintf("token_features: '%s' is %d tokens (%s): give one token or its id", text,
+                                              (int)enc.n, sl_buf_str(&list));
         sl_buf_free(&list);
     }
     sl_encoding_free(&enc);
@@ -349,28 +333,25 @@ static int sv_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     search_cursor *c = (search_cursor *)cur;
     search_vtab *vt = (search_vtab *)cur->pVtab;
     cursor_reset(c);
-    if (!(idx & IDX_ARG))
-        return set_error(vt, sqlite3_mprintf(vt->kind == T_TOKEN_FEATURES
-                                                 ? "token_features: give a token, e.g. SELECT * FROM token_features('(')"
-                                                 : "search_examples: give a substring, e.g. SELECT * FROM "
-                                                   "search_examples('#include')"));
-    sqlite3_value *arg = argv[0];
-    int has_x = (idx & IDX_EXTRACTION) != 0;
-    if (sqlite3_value_type(arg) == SQLITE_NULL || (has_x && sqlite3_value_type(argv[1]) == SQLITE_NULL))
-        return SQLITE_OK;
+    const char *fn = tables[vt->kind].spec.name;
+    sqlite3_value *args[N_ARGS];
+    sl_tvf_args(&tables[vt->kind].spec, idx, argv, args);
+    sqlite3_value *arg = args[ARG_TEXT], *xv = args[ARG_EXTRACTION];
+    if (sqlite3_value_type(arg) == SQLITE_NULL || (xv && sqlite3_value_type(xv) == SQLITE_NULL)) return SQLITE_OK;
     char *msg = NULL;
-    if (!(c->x = sl_catalog_acquire(vt->catalog, vt->db, has_x, has_x ? sqlite3_value_int64(argv[1]) : 0, &msg)))
-        return set_error(vt, msg);
+    if (!(c->x = sl_catalog_acquire(vt->ctx, vt->db, xv != NULL, xv ? sqlite3_value_int64(xv) : 0, fn, &msg)))
+        return sl_vtab_error(&vt->base, "%z", msg);
+    if (!(c->arg = sqlite3_value_dup(arg))) return SQLITE_NOMEM;
     if (vt->kind == T_TOKEN_FEATURES) {
         int64_t token = resolve_token(c->x, arg, &msg);
-        if (token < 0 && msg) return set_error(vt, msg);
+        if (token < 0 && msg) return sl_vtab_error(&vt->base, "%z", msg);
         if (token < 0 || token > INT32_MAX) return SQLITE_OK; /* no such token: no rows */
-        if (scan_token(c, (int32_t)token, &msg)) return set_error(vt, msg);
+        if (scan_token(c, (int32_t)token, &msg)) return sl_vtab_error(&vt->base, "%z", msg);
     } else {
         const char *s = (const char *)sqlite3_value_text(arg);
         size_t n = (size_t)sqlite3_value_bytes(arg);
-        if (n == 0) return set_error(vt, sqlite3_mprintf("search_examples: the substring is empty"));
-        if (scan_examples(c, s, n, &msg)) return set_error(vt, msg);
+        if (n == 0) return sl_vtab_error(&vt->base, "search_examples: the substring is empty");
+        if (scan_examples(c, s, n, &msg)) return sl_vtab_error(&vt->base, "%z", msg);
     }
     return SQLITE_OK;
 }
@@ -402,6 +383,10 @@ static int sv_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
     const sl_results *res = &c->x->res;
     if (col == tables[vt->kind].extraction_col) {
         sqlite3_result_int64(ctx, c->x->id);
+        return SQLITE_OK;
+    }
+    if (col == tables[vt->kind].spec.args[ARG_TEXT].column) {
+        sqlite3_result_value(ctx, c->arg);
         return SQLITE_OK;
     }
     if (vt->kind == T_TOKEN_FEATURES) {
@@ -449,16 +434,5 @@ static int sv_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
         .xFilter = sv_filter, .xNext = sv_next, .xEof = sv_eof, .xColumn = sv_column, .xRowid = sv_rowid, \
     }
 
-static sqlite3_module token_features_module = MODULE(tf_connect);
-static sqlite3_module search_examples_module = MODULE(se_connect);
-
-int sl_register_search(sqlite3 *db) {
-    sl_catalog *cat = sl_catalog_new();
-    if (!cat) return SQLITE_NOMEM;
-    /* One cache of opened extractions for both; the module registered last owns it. */
-    int rc = sqlite3_create_module_v2(db, "token_features", &token_features_module, cat, NULL);
-    if (rc == SQLITE_OK) return sqlite3_create_module_v2(db, "search_examples", &search_examples_module, cat,
-                                                         sl_catalog_free);
-    sl_catalog_free(cat);
-    return rc;
-}
+const sqlite3_module sl_token_features_module = MODULE(tf_connect);
+const sqlite3_module sl_search_examples_module = MODULE(se_connect);

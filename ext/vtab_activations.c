@@ -44,7 +44,7 @@
 
 #include "catalog.h"
 #include "rowstore.h"
-#include "vtab_activations.h"
+#include "registry.h"
 #include "vtab_args.h"
 
 SQLITE_EXTENSION_INIT3
@@ -57,7 +57,7 @@ enum { IDX_FEATURE_EQ = 1, IDX_FEATURE_IN = 2, IDX_SEQUENCE = 4, IDX_POSITION = 
 typedef struct act_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_catalog *catalog;
+    sl_ctx *ctx;
 } act_vtab;
 
 typedef struct act_cursor {
@@ -102,7 +102,7 @@ static int act_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->catalog = aux;
+    vt->ctx = aux;
     /* It reads files named in the database: never from a schema's triggers or views. */
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
     *out = &vt->base;
@@ -136,6 +136,8 @@ static int act_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
     for (int i = 0; i <= C_EXTRACTION; i++) con[i] = -1;
     for (int i = 0; i < info->nConstraint; i++) {
         const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+        /* The table's argument, as in vtabs.c: a plan without it would read another extraction. */
+        if (c->op == SQLITE_INDEX_CONSTRAINT_EQ && !c->usable && c->iColumn == C_EXTRACTION) return SQLITE_CONSTRAINT;
         if (c->op != SQLITE_INDEX_CONSTRAINT_EQ || !c->usable || c->iColumn < 0) continue;
         if ((c->iColumn == C_FEATURE || c->iColumn == C_SEQUENCE || c->iColumn == C_POSITION ||
              c->iColumn == C_EXTRACTION) &&
@@ -204,7 +206,7 @@ static void cursor_reset(act_cursor *c) {
     act_vtab *vt = (act_vtab *)c->base.pVtab;
     if (c->iter_open) sl_findex_iter_end(&c->it);
     c->iter_open = 0;
-    sl_catalog_release(vt->catalog, c->x);
+    sl_catalog_release(vt->ctx, c->x);
     c->x = NULL;
     c->index = NULL;
     c->tokens = NULL;
@@ -224,16 +226,15 @@ static int act_close(sqlite3_vtab_cursor *cur) {
     return SQLITE_OK;
 }
 
+/* Ends the scan with msg (sqlite3_malloc'd; NULL: out of memory). */
 static int fail(act_cursor *c, char *msg) {
-    act_vtab *vt = (act_vtab *)c->base.pVtab;
-    sqlite3_free(vt->base.zErrMsg);
-    vt->base.zErrMsg = msg;
     c->eof = 1;
-    return msg ? SQLITE_ERROR : SQLITE_NOMEM;
+    return msg ? sl_vtab_error(c->base.pVtab, "%z", msg) : SQLITE_NOMEM;
 }
 
 static int fail_err(act_cursor *c, const sl_err *err) {
-    return fail(c, sqlite3_mprintf("saelite: extraction %lld: %s", (long long)c->x->id, err->msg));
+    c->eof = 1;
+    return sl_vtab_error(c->base.pVtab, "activations: extraction %lld: %s", (long long)c->x->id, err->msg);
 }
 
 static int wanted(const act_cursor *c, uint32_t feature) {
@@ -350,7 +351,7 @@ static int act_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, in
         xid = sqlite3_value_int64(argv[a]);
     }
     char *msg = NULL;
-    if (!(c->x = sl_catalog_acquire(vt->catalog, vt->db, (idx & IDX_EXTRACTION) != 0, xid, &msg))) return fail(c, msg);
+    if (!(c->x = sl_catalog_acquire(vt->ctx, vt->db, (idx & IDX_EXTRACTION) != 0, xid, "activations", &msg))) return fail(c, msg);
     if (!(c->tokens = sl_catalog_tokens(c->x, &msg)) && msg) return fail(c, msg);
     if (want_ids && c->n_ids == 0) return SQLITE_OK; /* eof */
     if (!matches) return SQLITE_OK; /* eof: a sequence or position no row has */
@@ -437,14 +438,8 @@ static int act_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
     return SQLITE_OK;
 }
 
-static sqlite3_module activations_module = {
+const sqlite3_module sl_activations_module = {
     .iVersion = 0, .xCreate = NULL, .xConnect = act_connect, .xBestIndex = act_best_index,
     .xDisconnect = act_disconnect, .xDestroy = NULL, .xOpen = act_open, .xClose = act_close,
     .xFilter = act_filter, .xNext = act_next, .xEof = act_eof, .xColumn = act_column, .xRowid = act_rowid,
 };
-
-int sl_register_activations(sqlite3 *db) {
-    sl_catalog *cat = sl_catalog_new();
-    if (!cat) return SQLITE_NOMEM;
-    return sqlite3_create_module_v2(db, "activations", &activations_module, cat, sl_catalog_free);
-}

@@ -4,7 +4,45 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "context.h"
+
 SQLITE_EXTENSION_INIT3
+
+int sl_tvf_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info, const sl_tvf_spec *spec) {
+    int use[16], unusable = 0, constrained = 0;
+    for (int a = 0; a < spec->n_args; a++) use[a] = -1;
+    for (int i = 0; i < info->nConstraint; i++) {
+        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+        if (c->op != SQLITE_INDEX_CONSTRAINT_LIMIT && c->op != SQLITE_INDEX_CONSTRAINT_OFFSET) constrained = 1;
+        if (c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+        for (int a = 0; a < spec->n_args; a++) {
+            if (c->iColumn != spec->args[a].column) continue;
+            if (!c->usable) unusable = 1;
+            else if (use[a] < 0) use[a] = i;
+        }
+    }
+    if (unusable) return SQLITE_CONSTRAINT; /* a plan where the argument is known will come */
+    for (int a = 0; a < spec->n_args; a++) {
+        if (use[a] >= 0 || !(spec->args[a].flags & SL_ARG_REQUIRED)) continue;
+        if (constrained) return SQLITE_CONSTRAINT;
+        return sl_vtab_error(vtab, "%s: the argument %s is missing: give it as in %s or WHERE %s = ...", spec->name,
+                             spec->args[a].name, spec->example, spec->args[a].name);
+    }
+    int idx = 0, argv_i = 0;
+    for (int a = 0; a < spec->n_args; a++) {
+        if (use[a] < 0) continue;
+        idx |= 1 << a;
+        if ((spec->args[a].flags & SL_ARG_IN) && sqlite3_vtab_in(info, use[a], 1)) idx |= SL_TVF_IN_BIT(a);
+        info->aConstraintUsage[use[a]].argvIndex = ++argv_i;
+        info->aConstraintUsage[use[a]].omit = 1;
+    }
+    info->idxNum = idx;
+    return SQLITE_OK;
+}
+
+void sl_tvf_args(const sl_tvf_spec *spec, int idx_num, sqlite3_value **argv, sqlite3_value **args) {
+    for (int a = 0, i = 0; a < spec->n_args; a++) args[a] = idx_num & (1 << a) ? argv[i++] : NULL;
+}
 
 int sl_integer_arg(sqlite3_value *v, int64_t *out) {
     int t = sqlite3_value_type(v);

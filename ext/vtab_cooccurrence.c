@@ -25,8 +25,8 @@
  * feature on them counted: the cost is f's postings times the features per
  * token, with 16 bytes per feature of memory.
  *
- * xBestIndex: feature_id = ? (required: without it the query fails with a
- * message saying so) and extraction_id = ?, consumed, argv in that order. */
+ * xBestIndex: the hidden columns feature_id (required) and extraction_id are
+ * the arguments (sl_tvf_best_index, vtab_args.h). */
 #include <math.h>
 #include <sqlite3ext.h>
 #include <stdlib.h>
@@ -35,17 +35,22 @@
 #include "catalog.h"
 #include "findex.h"
 #include "rowstore.h"
-#include "vtabs.h"
+#include "vtab_args.h"
+#include "registry.h"
 
 SQLITE_EXTENSION_INIT3
 
 enum { C_OTHER, C_N_BOTH, C_JACCARD, C_CORRELATION, C_FEATURE, C_EXTRACTION };
-enum { IDX_FEATURE = 1, IDX_EXTRACTION = 2 };
+enum { ARG_FEATURE, ARG_EXTRACTION, N_ARGS };
+
+static const sl_arg_spec args_spec[N_ARGS] = {{C_FEATURE, "feature_id", SL_ARG_REQUIRED},
+                                              {C_EXTRACTION, "extraction_id", 0}};
+static const sl_tvf_spec spec = {"feature_cooccurrence", "feature_cooccurrence(42)", args_spec, N_ARGS};
 
 typedef struct cooc_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_catalog *catalog;
+    sl_ctx *ctx;
 } cooc_vtab;
 
 typedef struct cooc_row {
@@ -71,7 +76,7 @@ static int cooc_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->catalog = aux;
+    vt->ctx = aux;
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY); /* reads files named in the database */
     *out = &vt->base;
     return SQLITE_OK;
@@ -83,29 +88,10 @@ static int cooc_disconnect(sqlite3_vtab *vtab) {
 }
 
 static int cooc_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
-    (void)vtab;
-    int feature_c = -1, extraction_c = -1;
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-        if (c->op != SQLITE_INDEX_CONSTRAINT_EQ || (c->iColumn != C_FEATURE && c->iColumn != C_EXTRACTION)) continue;
-        if (!c->usable) return SQLITE_CONSTRAINT; /* wait for a plan where the argument is known */
-        if (c->iColumn == C_FEATURE && feature_c < 0) feature_c = i;
-        if (c->iColumn == C_EXTRACTION && extraction_c < 0) extraction_c = i;
-    }
-    int idx = 0, argv_i = 0;
-    if (feature_c >= 0) {
-        idx |= IDX_FEATURE;
-        info->aConstraintUsage[feature_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[feature_c].omit = 1;
-    }
-    if (extraction_c >= 0) {
-        idx |= IDX_EXTRACTION;
-        info->aConstraintUsage[extraction_c].argvIndex = ++argv_i;
-        info->aConstraintUsage[extraction_c].omit = 1;
-    }
-    info->idxNum = idx;
+    int rc = sl_tvf_best_index(vtab, info, &spec);
+    if (rc != SQLITE_OK) return rc;
     info->estimatedRows = 1000;
-    info->estimatedCost = feature_c >= 0 ? 1e5 : 1e12;
+    info->estimatedCost = 1e5;
     if (info->nOrderBy == 1 && info->aOrderBy[0].iColumn == C_N_BOTH && info->aOrderBy[0].desc)
         info->orderByConsumed = 1;
     return SQLITE_OK;
@@ -125,13 +111,6 @@ static int cooc_close(sqlite3_vtab_cursor *cur) {
     free(c->rows);
     sqlite3_free(c);
     return SQLITE_OK;
-}
-
-static int fail(cooc_cursor *c, char *msg) {
-    sqlite3_vtab *vt = c->base.pVtab;
-    sqlite3_free(vt->zErrMsg);
-    vt->zErrMsg = msg;
-    return msg ? SQLITE_ERROR : SQLITE_NOMEM;
 }
 
 static int by_n_both(const void *pa, const void *pb) {
@@ -223,34 +202,32 @@ static int cooc_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, i
     free(c->rows);
     c->rows = NULL;
     c->n = c->at = 0;
-    if (!(idx & IDX_FEATURE))
-        return fail(c, sqlite3_mprintf("feature_cooccurrence: give a feature, e.g. SELECT * FROM feature_cooccurrence(42)"));
-    sqlite3_value *fv = argv[0];
+    sqlite3_vtab *tab = cur->pVtab;
+    sqlite3_value *arg[N_ARGS];
+    sl_tvf_args(&spec, idx, argv, arg);
+    sqlite3_value *fv = arg[ARG_FEATURE], *xv = arg[ARG_EXTRACTION];
     if (sqlite3_value_type(fv) == SQLITE_NULL) return SQLITE_OK; /* = NULL: no rows */
-    double d = sqlite3_value_double(fv);
-    if (sqlite3_value_type(fv) == SQLITE_INTEGER) c->feature = sqlite3_value_int64(fv);
-    else if (sqlite3_value_type(fv) == SQLITE_FLOAT && d == floor(d) && fabs(d) <= 9e15) c->feature = (int64_t)d;
-    else
-        return fail(c, sqlite3_mprintf("feature_cooccurrence: feature_id must be an integer (got '%s')",
-                                       sqlite3_value_text(fv)));
-    int has_x = (idx & IDX_EXTRACTION) != 0;
-    if (has_x && sqlite3_value_type(argv[1]) == SQLITE_NULL) return SQLITE_OK;
+    if (!sl_integer_arg(fv, &c->feature))
+        return sl_vtab_error(tab, "feature_cooccurrence: feature_id must be an integer (got '%s')",
+                             sqlite3_value_text(fv));
+    if (xv && sqlite3_value_type(xv) == SQLITE_NULL) return SQLITE_OK;
     char *msg = NULL;
-    sl_open_extraction *x = sl_catalog_acquire(vt->catalog, vt->db, has_x, has_x ? sqlite3_value_int64(argv[1]) : 0, &msg);
-    if (!x) return fail(c, msg);
+    sl_open_extraction *x = sl_catalog_acquire(vt->ctx, vt->db, xv != NULL, xv ? sqlite3_value_int64(xv) : 0,
+                                               spec.name, &msg);
+    if (!x) return sl_vtab_error(tab, "%z", msg);
     c->extraction_id = x->id;
     int rc = SQLITE_OK;
     if (c->feature < 0 || c->feature >= (int64_t)x->res.header->d_sae) {
-        rc = fail(c, sqlite3_mprintf("feature_cooccurrence: no feature %lld (extraction %lld has features 0 to %u)",
-                                     (long long)c->feature, (long long)x->id, x->res.header->d_sae - 1));
+        rc = sl_vtab_error(tab, "feature_cooccurrence: no feature %lld (extraction %lld has features 0 to %u)",
+                                     (long long)c->feature, (long long)x->id, x->res.header->d_sae - 1);
     } else if (x->res.features[c->feature].n_active) {
         const sl_findex *index = sl_catalog_index(x, &msg);
         sl_err err;
-        if (!index) rc = fail(c, msg);
+        if (!index) rc = sl_vtab_error(tab, "%z", msg);
         else if (compute(c, x, index, (uint32_t)c->feature, &err))
-            rc = fail(c, sqlite3_mprintf("feature_cooccurrence: extraction %lld: %s", (long long)x->id, err.msg));
+            rc = sl_vtab_error(tab, "feature_cooccurrence: extraction %lld: %s", (long long)x->id, err.msg);
     }
-    sl_catalog_release(vt->catalog, x);
+    sl_catalog_release(vt->ctx, x);
     return rc;
 }
 
@@ -286,12 +263,8 @@ static int cooc_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) 
     return SQLITE_OK;
 }
 
-static sqlite3_module cooccurrence_module = {
+const sqlite3_module sl_feature_cooccurrence_module = {
     .iVersion = 0, .xCreate = NULL, .xConnect = cooc_connect, .xBestIndex = cooc_best_index,
     .xDisconnect = cooc_disconnect, .xDestroy = NULL, .xOpen = cooc_open, .xClose = cooc_close,
     .xFilter = cooc_filter, .xNext = cooc_next, .xEof = cooc_eof, .xColumn = cooc_column, .xRowid = cooc_rowid,
 };
-
-int sl_register_cooccurrence(sqlite3 *db, sl_catalog *cat) {
-    return sqlite3_create_module_v2(db, "feature_cooccurrence", &cooccurrence_module, cat, NULL);
-}

@@ -26,9 +26,8 @@
  * with bin_lo and bin_hi NULL (count 0 when there are none). From the results
  * file alone.
  *
- * xBestIndex: equality on the hidden columns (the function's arguments, in
- * the order above) is consumed: argv in column order. feature_histogram needs
- * feature_id; without it the query fails with a message saying so. */
+ * xBestIndex: the hidden columns are the arguments, in the order above
+ * (sl_tvf_best_index, vtab_args.h); feature_histogram needs feature_id. */
 #include <math.h>
 #include <sqlite3ext.h>
 #include <stdlib.h>
@@ -37,7 +36,7 @@
 #include "catalog.h"
 #include "findex.h"
 #include "vtab_args.h"
-#include "vtabs.h"
+#include "registry.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -51,10 +50,20 @@ enum { DH_BINS = C_FIRST_HIDDEN, DH_EXTRACTION, DH_N };
 #define DEFAULT_BINS 50
 #define MAX_BINS 100000
 
+static const sl_arg_spec feature_args[] = {{FH_FEATURE, "feature_id", SL_ARG_REQUIRED},
+                                           {FH_BINS, "bins", 0},
+                                           {FH_SCALE, "scale", 0},
+                                           {FH_EXTRACTION, "extraction_id", 0}};
+static const sl_arg_spec density_args[] = {{DH_BINS, "bins", 0}, {DH_EXTRACTION, "extraction_id", 0}};
+static const sl_tvf_spec specs[] = {
+    [H_FEATURE] = {"feature_histogram", "feature_histogram(42)", feature_args, 4},
+    [H_DENSITY] = {"density_histogram", "density_histogram(40)", density_args, 2},
+};
+
 typedef struct histogram_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_catalog *catalog;
+    sl_ctx *ctx;
     histogram_kind kind;
 } histogram_vtab;
 
@@ -74,8 +83,6 @@ typedef struct histogram_cursor {
     int log_scale;
 } histogram_cursor;
 
-static int n_columns(histogram_kind kind) { return kind == H_FEATURE ? FH_N : DH_N; }
-
 static int hist_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **err,
                         histogram_kind kind) {
     (void)argc, (void)argv, (void)err;
@@ -89,7 +96,7 @@ static int hist_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->catalog = aux;
+    vt->ctx = aux;
     vt->kind = kind;
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY); /* reads files named in the database */
     *out = &vt->base;
@@ -111,27 +118,12 @@ static int hist_disconnect(sqlite3_vtab *vtab) {
     return SQLITE_OK;
 }
 
-/* idxNum: bit (col - C_FIRST_HIDDEN) set for each hidden column given; argv in column order. */
 static int hist_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
     histogram_vtab *vt = (histogram_vtab *)vtab;
-    int use[FH_N];
-    for (int i = 0; i < FH_N; i++) use[i] = -1;
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-        if (c->iColumn < C_FIRST_HIDDEN || c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
-        if (!c->usable) return SQLITE_CONSTRAINT; /* wait for a plan where the argument is known */
-        if (use[c->iColumn] < 0) use[c->iColumn] = i;
-    }
-    int idx = 0, argv_i = 0;
-    for (int col = C_FIRST_HIDDEN; col < n_columns(vt->kind); col++) {
-        if (use[col] < 0) continue;
-        idx |= 1 << (col - C_FIRST_HIDDEN);
-        info->aConstraintUsage[use[col]].argvIndex = ++argv_i;
-        info->aConstraintUsage[use[col]].omit = 1;
-    }
-    info->idxNum = idx;
+    int rc = sl_tvf_best_index(vtab, info, &specs[vt->kind]);
+    if (rc != SQLITE_OK) return rc;
     info->estimatedRows = DEFAULT_BINS;
-    info->estimatedCost = vt->kind == H_FEATURE && use[FH_FEATURE] < 0 ? 1e12 : 1000.0;
+    info->estimatedCost = 1000.0;
     return SQLITE_OK;
 }
 
@@ -149,13 +141,6 @@ static int hist_close(sqlite3_vtab_cursor *cur) {
     sqlite3_free(c->bins);
     sqlite3_free(c);
     return SQLITE_OK;
-}
-
-static int fail(histogram_cursor *c, char *msg) {
-    sqlite3_vtab *vt = c->base.pVtab;
-    sqlite3_free(vt->zErrMsg);
-    vt->zErrMsg = msg;
-    return msg ? SQLITE_ERROR : SQLITE_NOMEM;
 }
 
 static int alloc_bins(histogram_cursor *c, int64_t n) {
@@ -271,57 +256,56 @@ static int hist_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, i
     (void)idx_str, (void)argc;
     histogram_cursor *c = (histogram_cursor *)cur;
     histogram_vtab *vt = (histogram_vtab *)cur->pVtab;
-    const char *fn = vt->kind == H_FEATURE ? "feature_histogram" : "density_histogram";
+    const char *fn = specs[vt->kind].name;
     sqlite3_free(c->bins);
     c->bins = NULL;
     c->n = c->at = 0;
-    sqlite3_value *arg[FH_N] = {0};
-    for (int col = C_FIRST_HIDDEN, a = 0; col < n_columns(vt->kind); col++)
-        if (idx & (1 << (col - C_FIRST_HIDDEN))) arg[col] = argv[a++];
+    sqlite3_value *given[4], *arg[FH_N] = {0}; /* by column */
+    sl_tvf_args(&specs[vt->kind], idx, argv, given);
+    for (int a = 0; a < specs[vt->kind].n_args; a++) arg[specs[vt->kind].args[a].column] = given[a];
     int bins_col = vt->kind == H_FEATURE ? FH_BINS : DH_BINS;
     int extraction_col = vt->kind == H_FEATURE ? FH_EXTRACTION : DH_EXTRACTION;
+    sqlite3_vtab *tab = cur->pVtab;
 
     c->n_bins = DEFAULT_BINS;
     if (arg[bins_col] && sqlite3_value_type(arg[bins_col]) != SQLITE_NULL &&
         (!sl_integer_arg(arg[bins_col], &c->n_bins) || c->n_bins < 1 || c->n_bins > MAX_BINS))
-        return fail(c, sqlite3_mprintf("%s: bins must be an integer from 1 to %d (got '%s')", fn, MAX_BINS,
-                                       sqlite3_value_text(arg[bins_col])));
+        return sl_vtab_error(tab, "%s: bins must be an integer from 1 to %d (got '%s')", fn, MAX_BINS,
+                                       sqlite3_value_text(arg[bins_col]));
     c->log_scale = 0;
     if (vt->kind == H_FEATURE && arg[FH_SCALE] && sqlite3_value_type(arg[FH_SCALE]) != SQLITE_NULL) {
         const char *s = (const char *)sqlite3_value_text(arg[FH_SCALE]);
         if (s && strcmp(s, "log") == 0) c->log_scale = 1;
         else if (!s || strcmp(s, "linear") != 0)
-            return fail(c, sqlite3_mprintf("%s: scale must be 'linear' or 'log' (got '%s')", fn, s ? s : ""));
+            return sl_vtab_error(tab, "%s: scale must be 'linear' or 'log' (got '%s')", fn, s ? s : "");
     }
     if (vt->kind == H_FEATURE) {
-        if (!arg[FH_FEATURE])
-            return fail(c, sqlite3_mprintf("%s: give a feature, e.g. SELECT * FROM %s(42)", fn, fn));
         if (sqlite3_value_type(arg[FH_FEATURE]) == SQLITE_NULL) return SQLITE_OK; /* = NULL: no rows */
         if (!sl_integer_arg(arg[FH_FEATURE], &c->feature))
-            return fail(c, sqlite3_mprintf("%s: feature_id must be an integer (got '%s')", fn,
-                                           sqlite3_value_text(arg[FH_FEATURE])));
+            return sl_vtab_error(tab, "%s: feature_id must be an integer (got '%s')", fn,
+                                           sqlite3_value_text(arg[FH_FEATURE]));
     }
     int has_x = arg[extraction_col] != NULL;
     if (has_x && sqlite3_value_type(arg[extraction_col]) == SQLITE_NULL) return SQLITE_OK;
     char *msg = NULL;
     sl_open_extraction *x =
-        sl_catalog_acquire(vt->catalog, vt->db, has_x, has_x ? sqlite3_value_int64(arg[extraction_col]) : 0, &msg);
-    if (!x) return fail(c, msg);
+        sl_catalog_acquire(vt->ctx, vt->db, has_x, has_x ? sqlite3_value_int64(arg[extraction_col]) : 0, fn, &msg);
+    if (!x) return sl_vtab_error(tab, "%z", msg);
     c->extraction_id = x->id;
     int rc = SQLITE_OK;
     if (vt->kind == H_DENSITY) {
         rc = fill_density_histogram(c, x, c->n_bins);
     } else if (c->feature < 0 || c->feature >= (int64_t)x->res.header->d_sae) {
-        rc = fail(c, sqlite3_mprintf("%s: no feature %lld (extraction %lld has features 0 to %u)", fn,
-                                     (long long)c->feature, (long long)x->id, x->res.header->d_sae - 1));
+        rc = sl_vtab_error(tab, "%s: no feature %lld (extraction %lld has features 0 to %u)", fn,
+                                     (long long)c->feature, (long long)x->id, x->res.header->d_sae - 1);
     } else if (x->res.features[c->feature].n_active) {
         const sl_findex *index = sl_catalog_index(x, &msg);
         sl_err err;
-        if (!index) rc = fail(c, msg);
+        if (!index) rc = sl_vtab_error(tab, "%z", msg);
         else if (fill_feature_histogram(c, index, (uint32_t)c->feature, &err))
-            rc = fail(c, sqlite3_mprintf("%s: extraction %lld: %s", fn, (long long)x->id, err.msg));
+            rc = sl_vtab_error(tab, "%s: extraction %lld: %s", fn, (long long)x->id, err.msg);
     }
-    sl_catalog_release(vt->catalog, x);
+    sl_catalog_release(vt->ctx, x);
     return rc;
 }
 
@@ -369,11 +353,5 @@ static int hist_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) 
         .xRowid = hist_rowid,                                                                                  \
     }
 
-static sqlite3_module feature_histogram_module = MODULE(feature_histogram_connect);
-static sqlite3_module density_histogram_module = MODULE(density_histogram_connect);
-
-int sl_register_histograms(sqlite3 *db, sl_catalog *cat) {
-    int rc = sqlite3_create_module_v2(db, "feature_histogram", &feature_histogram_module, cat, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_create_module_v2(db, "density_histogram", &density_histogram_module, cat, NULL);
-    return rc;
-}
+const sqlite3_module sl_feature_histogram_module = MODULE(feature_histogram_connect);
+const sqlite3_module sl_density_histogram_module = MODULE(density_histogram_connect);

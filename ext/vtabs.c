@@ -36,6 +36,9 @@
  *          feature_stats), n = 4 * column + op (op: > >= < <=); argv: the bound
  *   bits 20-22  the order the rows come in: 1 by n_active (= frequency), 2 by
  *          max, plus 4 for descending (ORDER BY on one of those columns)
+ * An extraction_id = ? that the plan cannot use (its value comes from a table
+ * later in the join) refuses the plan (SQLITE_CONSTRAINT): rows of another
+ * extraction would be read and then filtered away.
  * A feature lookup costs its row count (O(1) per feature: fixed-size records);
  * a scan costs d_sae rows. Ranges are tested in C before SQLite sees a row and
  * are not omitted (SQLite re-checks them, so a text or NULL bound keeps SQL's
@@ -59,7 +62,7 @@
 #include "rowstore.h"
 #include "sample.h"
 #include "vtab_args.h"
-#include "vtabs.h"
+#include "registry.h"
 
 SQLITE_EXTENSION_INIT3
 
@@ -86,6 +89,8 @@ enum { E_FEATURE_ID, E_KIND, E_RANK, E_ACTIVATION, E_SEQUENCE_ID, E_POSITION, E_
 /* top_examples kinds, in the order a feature's rows come. */
 enum { K_TOP, K_INTERVAL, K_RANDOM, N_KINDS };
 static const char *const kind_names[N_KINDS] = {"top", "interval", "random"};
+
+static const char *const table_names[] = {"features", "feature_stats", "top_examples"};
 
 static const struct {
     const char *schema;
@@ -137,7 +142,7 @@ typedef struct sorted_order {
 typedef struct feature_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
-    sl_catalog *catalog;
+    sl_ctx *ctx;
     table_kind kind;
     sqlite3_stmt *label_stmt;    /* features.label, prepared on first use */
     sqlite3_stmt *labeled_stmt;  /* whether the extraction has any label, prepared on first use */
@@ -214,7 +219,7 @@ static int vt_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if (!vt) return SQLITE_NOMEM;
     memset(vt, 0, sizeof *vt);
     vt->db = db;
-    vt->catalog = aux;
+    vt->ctx = aux;
     vt->kind = kind;
     /* It reads files named in the database: never from a schema's triggers or views. */
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
@@ -252,6 +257,10 @@ static int vt_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) {
     for (int i = 0; i < N_RANGE_KEYS * N_OPS; i++) range_c[i] = -1;
     for (int i = 0; i < info->nConstraint; i++) {
         const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+        /* extraction_id is the table's argument (features(2)): a plan that
+         * cannot give it would read another extraction (series.c's rule). */
+        if (!c->usable && c->op == SQLITE_INDEX_CONSTRAINT_EQ && c->iColumn == tables[vt->kind].extraction_col)
+            return SQLITE_CONSTRAINT;
         if (!c->usable) continue;
         int op = c->op == SQLITE_INDEX_CONSTRAINT_GT   ? OP_GT
                  : c->op == SQLITE_INDEX_CONSTRAINT_GE ? OP_GE
@@ -336,7 +345,7 @@ static int vt_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) {
 
 static void cursor_reset(feature_cursor *c) {
     feature_vtab *vt = (feature_vtab *)c->base.pVtab;
-    sl_catalog_release(vt->catalog, c->x);
+    sl_catalog_release(vt->ctx, c->x);
     sqlite3_free(c->ids);
     sl_sample_free(&c->sample);
     sl_rowstore_close(c->rows);
@@ -411,13 +420,6 @@ static int store_has_index(const sl_open_extraction *x) {
     return access(path, F_OK) == 0;
 }
 
-static int set_error(feature_cursor *c, char *msg) {
-    feature_vtab *vt = (feature_vtab *)c->base.pVtab;
-    sqlite3_free(vt->base.zErrMsg);
-    vt->base.zErrMsg = msg;
-    return msg ? SQLITE_ERROR : SQLITE_NOMEM;
-}
-
 static uint32_t stage_count(const feature_cursor *c, int64_t f, int stage) {
     if (stage == K_TOP) return c->x->res.features[f].n_examples;
     if (c->sampled_feature != f) return 0;
@@ -437,11 +439,11 @@ static int load_sample(feature_cursor *c, int64_t f) {
     sl_err err;
     char *msg = NULL;
     const sl_findex *index = sl_catalog_index(x, &msg);
-    if (!index) return set_error(c, msg);
+    if (!index) return sl_vtab_error(c->base.pVtab, "%z", msg);
     const sl_tokfile *tokens = sl_catalog_tokens(x, &msg); /* NULL for stored activations */
-    if (msg) return set_error(c, msg);
+    if (msg) return sl_vtab_error(c->base.pVtab, "%z", msg);
     if (!c->rows && !(c->rows = sl_rowstore_open(x->store, &err)))
-        return set_error(c, sqlite3_mprintf("saelite: extraction %lld: %s", (long long)x->id, err.msg));
+        return sl_vtab_error(c->base.pVtab, "saelite: extraction %lld: %s", (long long)x->id, err.msg);
     sl_sample_opts o = {.intervals = c->set.intervals,
                         .per_interval = c->set.interval_examples,
                         .n_random = c->set.random_examples,
@@ -449,8 +451,8 @@ static int load_sample(feature_cursor *c, int64_t f) {
     if (sl_sample_pick(index, (uint32_t)f, &o, &c->sample, &err) ||
         sl_sample_windows(&c->sample, c->rows, tokens, (uint32_t)f, x->res.header->context, &err)) {
         sl_sample_free(&c->sample);
-        return set_error(c, sqlite3_mprintf("saelite: extraction %lld: feature %lld: %s", (long long)x->id,
-                                            (long long)f, err.msg));
+        return sl_vtab_error(c->base.pVtab, "saelite: extraction %lld: feature %lld: %s", (long long)x->id,
+                                            (long long)f, err.msg);
     }
     c->sampled_feature = f;
     return SQLITE_OK;
@@ -619,8 +621,8 @@ static int vt_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int
     }
     if (!c->kind_mask) return SQLITE_OK;
     char *msg = NULL;
-    c->x = sl_catalog_acquire(vt->catalog, vt->db, has_x, xid, &msg);
-    if (!c->x) return set_error(c, msg);
+    c->x = sl_catalog_acquire(vt->ctx, vt->db, has_x, xid, table_names[vt->kind], &msg);
+    if (!c->x) return sl_vtab_error(c->base.pVtab, "%z", msg);
     read_settings(vt, c->x->id, &c->set);
     c->has_index = vt->kind != T_FEATURES && store_has_index(c->x);
     int by = (idx >> ORDER_SHIFT) & (ORDER_BY_COUNT | ORDER_BY_MAX);
@@ -834,19 +836,6 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
         .xFilter = vt_filter, .xNext = vt_next, .xEof = vt_eof, .xColumn = vt_column, .xRowid = vt_rowid, \
     }
 
-static sqlite3_module features_module = MODULE(features_connect);
-static sqlite3_module feature_stats_module = MODULE(feature_stats_connect);
-static sqlite3_module top_examples_module = MODULE(top_examples_connect);
-
-int sl_register_vtabs(sqlite3 *db) {
-    sl_catalog *cat = sl_catalog_new();
-    if (!cat) return SQLITE_NOMEM;
-    /* The catalog is shared by every module; the last one registered owns it. */
-    int rc = sqlite3_create_module_v2(db, "features", &features_module, cat, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_create_module_v2(db, "feature_stats", &feature_stats_module, cat, NULL);
-    if (rc == SQLITE_OK) rc = sl_register_histograms(db, cat);
-    if (rc == SQLITE_OK) rc = sl_register_cooccurrence(db, cat);
-    if (rc == SQLITE_OK) rc = sqlite3_create_module_v2(db, "top_examples", &top_examples_module, cat, sl_catalog_free);
-    else sl_catalog_free(cat);
-    return rc;
-}
+const sqlite3_module sl_features_module = MODULE(features_connect);
+const sqlite3_module sl_feature_stats_module = MODULE(feature_stats_connect);
+const sqlite3_module sl_top_examples_module = MODULE(top_examples_connect);

@@ -146,7 +146,7 @@ def test_sql_forms():
 def test_errors():
     h.expect_error(DB, "SELECT * FROM feature_cooccurrence(99);", "feature_cooccurrence", "no feature 99")
     h.expect_error(DB, "SELECT * FROM feature_cooccurrence(-1);", "no feature -1")
-    h.expect_error(DB, "SELECT * FROM feature_cooccurrence;", "give a feature")
+    h.expect_error(DB, "SELECT * FROM feature_cooccurrence;", "the argument feature_id is missing")
     h.expect_error(DB, "SELECT * FROM feature_cooccurrence('x');", "feature_id must be an integer")
     h.expect_error(DB, "SELECT * FROM feature_cooccurrence(0, 77);", "no extraction with id 77")
 

@@ -146,7 +146,7 @@ def test_errors():
     h.expect_error(DB, "SELECT * FROM feature_histogram(0, 2.5);", "bins must be an integer from 1")
     h.expect_error(DB, "SELECT * FROM feature_histogram(0, 10, 'cubic');", "scale must be 'linear' or 'log'",
                    "cubic")
-    h.expect_error(DB, "SELECT * FROM feature_histogram;", "give a feature")
+    h.expect_error(DB, "SELECT * FROM feature_histogram;", "the argument feature_id is missing")
     h.expect_error(DB, "SELECT * FROM feature_histogram('x');", "feature_id must be an integer")
     h.expect_error(DB, "SELECT * FROM feature_histogram(0, 10, 'linear', 42);", "no extraction with id 42")
     h.expect_error(DB, "SELECT * FROM density_histogram(0);", "density_histogram", "bins must be an integer")

@@ -79,22 +79,24 @@ def test_tied_wte():
     W_dec = [st.f32(rng.gauss(0, 1)) for _ in range(F * D)]
     eid = extract_gpt2(GPT2, W_dec, "tied")
     wte = st.read(os.path.join(GPT2, "model.safetensors"))["transformer.wte.weight"][2]
-    rows = h.query(DB, "SELECT * FROM feature_logits WHERE feature_id = 4 AND extraction_id = %d;" % eid)
+    rows = h.query(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id = 4 AND extraction_id = %d;" % eid)
     compare("gpt2_tiny feature 4: top 10 and bottom 10 of W_dec[4] . wte (default k)", rows,
             expected(W_dec, wte, 4, 10))
     check_equal({r["token"] for r in rows}, {str(r["token_id"]) for r in rows},
                 "without a tokenizer tokens show as their ids")
-    rows = h.query(DB, "SELECT * FROM feature_logits WHERE feature_id IN (11, 0, 11) AND k = 3 "
+    rows = h.query(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id IN (11, 0, 11) AND k = 3 "
                        "AND extraction_id = %d;" % eid)
     compare("feature_id IN (11, 0, 11), k 3: features in order, once each", rows,
             expected(W_dec, wte, 0, 3) + expected(W_dec, wte, 11, 3))
-    rows = h.query(DB, "SELECT * FROM feature_logits(1000, %d) WHERE feature_id = 7;" % eid)
+    rows = h.query(DB, "SELECT feature_id, * FROM feature_logits(7, 1000, %d);" % eid)
     compare("k 1000 > vocabulary: the whole vocabulary both ways", rows, expected(W_dec, wte, 7, V))
-    h.expect_error(DB, "SELECT * FROM feature_logits WHERE extraction_id = %d;" % eid, "feature_logits",
-                   "feature_id = ?")
-    h.expect_error(DB, "SELECT * FROM feature_logits WHERE feature_id = %d AND extraction_id = %d;" % (F, eid),
+    h.expect_error(DB, "SELECT feature_id, * FROM feature_logits WHERE extraction_id = %d;" % eid,
+                   ("feature_logits: the argument feature_id is missing", "no query solution"))
+    h.expect_error(DB, "SELECT * FROM feature_logits;", "feature_logits: the argument feature_id is missing",
+                   "feature_logits(1459)")
+    h.expect_error(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id = %d AND extraction_id = %d;" % (F, eid),
                    "feature_id %d is out of range" % F, "12 features")
-    h.expect_error(DB, "SELECT * FROM feature_logits WHERE feature_id = 1 AND k = 0 AND extraction_id = %d;" % eid,
+    h.expect_error(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id = 1 AND k = 0 AND extraction_id = %d;" % eid,
                    "k must be a positive integer")
 
 
@@ -114,7 +116,7 @@ def test_untied_lm_head():
     rng = random.Random(12)
     W_dec = [st.f32(rng.gauss(0, 1)) for _ in range(F * D)]
     eid = extract_gpt2(model, W_dec, "untied")
-    rows = h.query(DB, "SELECT * FROM feature_logits WHERE feature_id = 2 AND k = 5 AND extraction_id = %d;" % eid)
+    rows = h.query(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id = 2 AND k = 5 AND extraction_id = %d;" % eid)
     compare("a checkpoint with its own lm_head.weight: W_dec[2] . lm_head", rows, expected(W_dec, lm_head, 2, 5))
 
 
@@ -134,7 +136,7 @@ def test_planted_tokens():
     check_equal([r["token_id"] for r in rows[4:]], [0, 2, 3, 4], "ties broken by token id")
     acts = h.extract(DB, sae=h.planted("sae"), activations=h.planted("acts.safetensors"),
                      store=h.tmp_path("store_acts"), progress="off")
-    h.expect_error(DB, "SELECT * FROM feature_logits WHERE feature_id = 0 AND extraction_id = %d;" % acts,
+    h.expect_error(DB, "SELECT feature_id, * FROM feature_logits WHERE feature_id = 0 AND extraction_id = %d;" % acts,
                    "feature_logits", "stored activations")
 
 

@@ -209,7 +209,7 @@ def test_cache_invalidation_and_errors(planted_id):
     h.expect_error(DB, "SELECT * FROM encode_text('x', %d);" % acts, "encode_text", "stored activations",
                    "extraction %d" % acts)
     h.expect_error(DB, "SELECT * FROM encode_text('x', 999);", "no extraction with id 999")
-    h.expect_error(DB, "SELECT * FROM encode_text;", "give the text")
+    h.expect_error(DB, "SELECT * FROM encode_text;", "the argument text is missing")
     os.rename(os.path.join(sae_dir, "cfg.json"), os.path.join(sae_dir, "cfg.moved"))
     h.expect_error(DB, "SELECT * FROM encode_text('x', %d);" % eid, "encode_text", sae_dir)
     rows = h.query(DB, "SELECT count(*) AS n FROM encode_text('ab', %d);" % planted_id)

@@ -13,7 +13,8 @@
    occurs several times, against the per-token activations of that sequence
    (every feature's rank-1 window covers it) -- the segments against the results
    file's windows.
-4. Errors: several tokens (listed), an empty substring, no argument.
+4. Errors: several tokens (listed), an empty substring, no argument, a text that
+   encodes to no token (a tokenizer without 'q') and an empty text.
 """
 import json
 import os
@@ -56,10 +57,26 @@ def test_planted_token_features():
     rows = h.query(DB, "SELECT count(*) AS n FROM token_features(%d, %d);" % (EXP["bos"], eid))
     check_equal(rows, [{"n": 0}], "BOS (special, not encoded): no features")
     h.expect_error(DB, "SELECT * FROM token_features('ab', %d);" % eid, "'ab' is 2 tokens", "'a' (97)", "'b' (98)")
-    h.expect_error(DB, "SELECT * FROM token_features;", "give a token")
+    h.expect_error(DB, "SELECT * FROM token_features;", "the argument token is missing")
     check_equal(h.query(DB, "SELECT count(*) AS n FROM token_features(-5, %d);" % eid), [{"n": 0}],
                 "a token id that does not exist: no rows")
     return eid
+
+
+def test_no_token():
+    """A text the tokenizer encodes to no token at all: a copy of the planted tokenizer
+    without 'q' in its vocabulary (no unk token, so HF drops the character)."""
+    with open(h.fixture("lm", "tokenizer.json"), encoding="utf-8") as f:
+        tok = json.load(f)
+    del tok["model"]["vocab"]["q"]
+    path = h.tmp_path("tokenizer_no_q.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(tok, f)
+    eid = h.extract(DB, sae=h.fixture("lm", "sae"), model=h.fixture("lm", "model"), tokenizer=path,
+                    dataset=h.fixture("lm", "docs.txt"), store=h.tmp_path("store_no_q"), progress="off")
+    h.expect_error(DB, "SELECT * FROM token_features('qq', %d);" % eid, "'qq' encodes to no token",
+                   "tokenizer_no_q.json")
+    h.expect_error(DB, "SELECT * FROM token_features('', %d);" % eid, "the text is empty")
 
 
 def window_bytes(ids):
@@ -82,7 +99,7 @@ def test_planted_search(eid):
     check_equal(h.query(DB, "SELECT count(*) AS n FROM search_examples('no such text', %d);" % eid), [{"n": 0}],
                 "search_examples: no match, no rows")
     h.expect_error(DB, "SELECT * FROM search_examples('', %d);" % eid, "substring is empty")
-    h.expect_error(DB, "SELECT * FROM search_examples;", "give a substring")
+    h.expect_error(DB, "SELECT * FROM search_examples;", "the argument substring is missing")
 
 
 def test_tiny_token_features():
@@ -132,4 +149,4 @@ if __name__ == "__main__":
 
     token_features.__name__ = "test_planted_token_features"
     search.__name__ = "test_planted_search"
-    h.run_tests(token_features, search, test_tiny_token_features)
+    h.run_tests(token_features, search, test_tiny_token_features, test_no_token)
