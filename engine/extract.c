@@ -159,6 +159,7 @@ sl_extraction *sl_extraction_open(const sl_extract_opts *opts, sl_err *err) {
     s->d_in = x->sae->d_in;
     s->d_sae = x->sae->d_sae;
     s->from_model = x->src.from_model;
+    s->prepend_bos = x->src.from_model ? x->src.run.prepend_bos : 0;
     snprintf(s->hook, sizeof s->hook, "%s", x->src.hook_name);
     s->seq_len = x->src.seq_len;
     s->sequences_total = x->src.n_seq;

@@ -50,6 +50,7 @@ typedef struct sl_extraction sl_extraction;
 typedef struct sl_extract_shape {
     int d_in, d_sae;
     int from_model;
+    int prepend_bos; /* model runs: whether each sequence starts with BOS (a 2-D token file: 0) */
     char hook[256];
     uint32_t seq_len;
     uint64_t sequences_total, tokens_total;

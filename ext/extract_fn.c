@@ -453,6 +453,11 @@ static void run_extraction(sqlite3_context *ctx, sqlite3 *db, sqlite3 *meta, jso
                "sequences_total = ?4, tokens_total = ?5, hook = ?6, device = ?7 WHERE id = ?8",
                "iiiiitti", (int64_t)s.d_in, (int64_t)s.d_sae, (int64_t)s.seq_len, (int64_t)s.sequences_total,
                (int64_t)s.tokens_total, s.from_model ? s.hook : NULL, s.device, id);
+    /* What the run decided about BOS, for encode_text to pack a snippet the same
+     * way (a 2-D token file has none, whatever the options said). */
+    if (s.from_model)
+        exec_bound(meta, "UPDATE main.extractions SET options = json_set(options, '$.prepend_bos', ?1) WHERE id = ?2",
+                   "ii", (int64_t)s.prepend_bos, id);
     const char *progress = opt_str(opts, "progress");
     run_ctx r = {.db = db, .meta = meta, .id = id, .label = label, .device = s.device};
     r.draw = progress && !strcmp(progress, "on") ? 1 : progress && !strcmp(progress, "off") ? 0 : isatty(2);

@@ -26,7 +26,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
 import harness as h  # noqa: E402
+from make_fixtures import bytes_to_unicode  # noqa: E402
 from harness import check, check_equal  # noqa: E402
 
 CFG = h.setup(__doc__)
@@ -40,20 +42,6 @@ DOCS = ["plain words here", "ab\u0000cd", "\u0000", "x\u0000\u0000 y \u0000z"]
 # -------------------------------------------------------------------------------------
 # An independent GPT-2 byte-level BPE encoder (ASCII text)
 # -------------------------------------------------------------------------------------
-def bytes_to_unicode():
-    """GPT-2's byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 # GPT-2's pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+,
 # spelled for ASCII text (letters, digits, the rest; NUL is neither space nor letter)
 PRE = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")

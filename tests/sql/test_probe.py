@@ -14,7 +14,9 @@
    computed by Hugging Face transformers, expected.safetensors) with an SAE drawn
    here and encoded in pure Python (tests/fixtures/sae_reference.py), through a
    tokenizer that maps letters to the reference's token ids.
-4. The per-connection cache is dropped when the SAE file is rewritten; errors.
+4. A 2-D token file (rows run as they are, no BOS): encode_text of a row's text gives
+   that row's stored activations.
+5. The per-connection cache is dropped when the SAE file is rewritten; errors.
 """
 import json
 import os
@@ -117,6 +119,33 @@ def test_tiny_matches_store():
             bad.append((k, v, a, exact))
     check(not bad, "tiny: activations equal the store's (exact f32 at maxima, fp16 elsewhere)", repr(bad[:5]))
     return eid
+
+
+def test_token_rows_no_bos():
+    """A 2-D token file is run row by row with no BOS, whatever the options: the
+    extraction records that (options.prepend_bos = 0), so encode_text of the row's
+    text packs it the same way and gives the stored activations of that row."""
+    text = "for i in range(3):\n    print(i * 2)\n"
+    ref = h.query(DB, "SELECT DISTINCT position, token_id FROM encode_text(%s, %d) ORDER BY position;"
+                  % (h.sql_str(text), h.scalar(DB, "SELECT max(id) AS x FROM extractions WHERE model IS NOT NULL "
+                                                   "AND tokenizer IS NOT NULL AND status = 'done';")))
+    ids = [r["token_id"] for r in ref]
+    path = h.tmp_path("rows_2d.safetensors")
+    st.write(path, [("tokens", "I32", [1, len(ids)], ids)])
+    eid = h.extract(DB, sae=os.path.join(TINY, "sae"), model=os.path.join(TINY, "model"),
+                    tokenizer=os.path.join(TINY, "tokenizer.json"), dataset=path, prepend_bos=1,
+                    store=h.tmp_path("store_rows_2d"), progress="off")
+    opts = h.as_json(h.extraction_row(DB, eid)["options"])
+    check_equal(opts.get("prepend_bos"), 0, "2-D token rows: options.prepend_bos records that no BOS was packed")
+    stored = {(r["position"], r["feature_id"]): r["activation"] for r in h.query(
+        DB, "SELECT position, feature_id, activation FROM activations WHERE sequence_id = 0 AND extraction_id = %d;"
+        % eid)}
+    got = {(r["position"], r["feature_id"]): r["activation"] for r in encode_rows(DB, text, eid)}
+    check(len(stored) > 0 and sorted(got) == sorted(stored),
+          "2-D token rows: encode_text gives the row's (position, feature) pairs", "%d vs %d" % (len(got), len(stored)))
+    bad = [(k, v, stored.get(k)) for k, v in got.items() if not (h.same_f32(f16(v), stored.get(k, -1.0))
+                                                                 or h.same_f32(v, stored.get(k, -1.0)))]
+    check(not bad, "2-D token rows: encode_text's activations equal the stored ones", repr(bad[:4]))
 
 
 def write_letter_tokenizer(path, ids):
@@ -227,7 +256,7 @@ def main():
 
     planted.__name__ = "test_planted"
     cache_and_errors.__name__ = "test_cache_invalidation_and_errors"
-    h.run_tests(planted, test_tiny_matches_store, test_reference_gpt2_tiny, cache_and_errors)
+    h.run_tests(planted, test_tiny_matches_store, test_token_rows_no_bos, test_reference_gpt2_tiny, cache_and_errors)
 
 
 if __name__ == "__main__":
