@@ -41,14 +41,13 @@ static void copy_str(char *dst, size_t size, const char *src) {
     snprintf(dst, size, "%s", src ? src : "");
 }
 
-/* An integer cfg value that may be missing (returns def) but must be an integer. */
+/* An integer cfg value that may be missing (returns def) but must be an integer.
+ * *out is set on every path (def on an error), so no caller reads an unset value. */
 static int cfg_int(json_t *obj, const char *key, long long def, long long lo, long long hi,
                    long long *out, const char *cfg_path, sl_err *err) {
+    *out = def;
     json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return 0;
-    }
+    if (!v || json_is_null(v)) return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
         return sl_errf_path(err, cfg_path, "'%s' must be an integer in [%lld, %lld]", key, lo, hi);
     *out = json_integer_value(v);

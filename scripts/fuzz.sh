@@ -57,8 +57,9 @@ fi
 
 # ---- build ------------------------------------------------------------------------------
 # A build directory of its own: clang, the engine instrumented for libFuzzer. Nothing CUDA.
+# The harnesses build with -Werror (SAELITE_WERROR), the engine without (CMakeLists.txt).
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAELITE_FUZZ=ON \
-  -DCMAKE_CUDA_COMPILER=NOTFOUND >/dev/null
+  -DSAELITE_WERROR=ON -DCMAKE_CUDA_COMPILER=NOTFOUND >/dev/null
 cmake --build "$build" --target fuzz -j"$jobs" >"$build/fuzz-build.log" 2>&1 || {
   tail -n 40 "$build/fuzz-build.log"
   echo "fuzz: build failed (log: $build/fuzz-build.log)" >&2

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what saelite needs on a fresh Debian/Ubuntu machine: compiler and
 # CMake, SQLite (library and the sqlite3 shell), LZ4, OpenBLAS, jansson (JSON),
-# xxHash, PCRE2 and Python 3 for the test fixtures; for the GUI (scripts/gui.sh) and
-# its test, Debian's chromium and Datasette from PyPI in a virtual environment
-# .venv-gui (Debian's pip is externally managed). Skips what is already there.
+# xxHash, PCRE2 and Python 3 for the test fixtures; strace (test_registry counts file
+# opens); clang for the build_matrix test
+# (tests/build/build_matrix.sh builds with gcc and with clang; scripts/fuzz.sh adds
+# clang's libFuzzer runtime); for the GUI (scripts/gui.sh) and its test, Debian's
+# chromium and Datasette from PyPI in a virtual environment .venv-gui (Debian's pip
+# is externally managed). Skips what is already there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(build-essential cmake pkg-config sqlite3 libsqlite3-dev liblz4-dev libopenblas-dev
-          libjansson-dev libxxhash-dev libpcre2-dev python3 python3-venv chromium)
+          libjansson-dev libxxhash-dev libpcre2-dev python3 python3-venv clang strace chromium)
 datasette_version=0.65.2
 venv="$root/.venv-gui"
 

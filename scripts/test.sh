@@ -9,14 +9,17 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# CI builds with warnings as errors (SAELITE_WERROR, OFF for everyone else).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAELITE_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "${1:-}" != "--no-sanitize" ]; then
   scripts/fuzz.sh
   echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer =="
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSAELITE_SANITIZE=ON >/dev/null
+  # build_matrix ran in the first suite; its builds do not depend on this one's flags.
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSAELITE_SANITIZE=ON -DSAELITE_WERROR=ON \
+    -DSAELITE_BUILD_MATRIX_TEST=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
   ctest --test-dir build-asan --output-on-failure -j"$jobs"
 fi
