@@ -46,7 +46,10 @@ static sl_backend *cuda_open(const sl_backend_setup *setup, int *no_device, sl_e
     if (setup->model) {
         int n_layer = sl_model_config_of(setup->model)->n_layer;
         if (!(layers = malloc((size_t)n_layer * sizeof *layers))) return sl_errf(err, "out of memory"), NULL;
-        sl_model_get_view(setup->model, &view, layers);
+        if (sl_model_get_view(setup->model, &view, layers, err)) {
+            free(layers);
+            return NULL;
+        }
         vp = &view;
     }
     sl_backend *b = entry(SL_CUDA_ABI_VERSION, setup, vp, no_device, err);
@@ -68,11 +71,29 @@ static int driver_has_device(void) {
     return ok;
 }
 
+/* What the CUDA backend does not run yet: 0, or -1 with the reason. */
+static int cuda_refuses(const sl_backend_setup *setup, sl_err *err) {
+    if (!setup->model) return 0;
+    const sl_model_config *c = sl_model_config_of(setup->model);
+    if (c->family != SL_FAMILY_GPT2)
+        return sl_errf(err, "the CUDA backend runs gpt2 models only; this is a %s model (device 'cpu' runs it)",
+                       c->model_type);
+    if (setup->hook.kind > SL_HOOK_RESID_POST)
+        return sl_errf(err, "the CUDA backend runs hook_resid_pre, hook_attn_out, hook_mlp_out and hook_resid_post "
+                            "only (device 'cpu' runs the others)");
+    return 0;
+}
+
 sl_backend *sl_backend_open(const char *device, const sl_backend_setup *setup, sl_err *err) {
     if (device && strcmp(device, "cpu") == 0) return sl_backend_cpu_new(setup, err);
     int is_auto = !device || strcmp(device, "auto") == 0;
     if (!is_auto && strcmp(device, "cuda") != 0)
         return sl_errf(err, "unknown device '%s' (auto, cpu, cuda)", device), NULL;
+    sl_err why = {{0}};
+    if (cuda_refuses(setup, &why)) { /* auto: the CPU runs what the GPU backend does not */
+        if (is_auto) return sl_backend_cpu_new(setup, err);
+        return sl_errf(err, "device 'cuda': %s", why.msg), NULL;
+    }
     if (is_auto && !getenv("SAELITE_CUDA_MODULE") && !driver_has_device()) return sl_backend_cpu_new(setup, err);
     sl_err cerr = {{0}};
     int no_device = 0;

@@ -52,6 +52,51 @@ static inline SL_HD void sl_layer_norm_row(const float *x, const float *w, const
     for (int i = 0; i < n; i++) y[i] = sl_ln_apply(x[i], m, rstd, w[i], b[i]);
 }
 
+/* TransformerLens's LayerNormPre (a LayerNorm whose weight and bias were folded
+ * into the next layer): (x - mean) / sqrt(var + eps). y may alias x. */
+static inline SL_HD void sl_layer_norm_pre_row(const float *x, float *y, int n, float eps) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    double mean = sum / (double)n;
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        double c = (double)x[i] - mean;
+        ss += c * c;
+    }
+    float rstd = sl_ln_rstd(ss / (double)n, eps), m = (float)mean;
+    for (int i = 0; i < n; i++) y[i] = (x[i] - m) * rstd;
+}
+
+/* RMSNorm of one row as transformers' LlamaRMSNorm computes it in f32:
+ * w * (x / sqrt(mean(x^2) + eps)); w NULL: without the weight (TransformerLens's
+ * RMSNormPre). The mean of squares is accumulated in double. y may alias x. */
+static inline SL_HD void sl_rms_norm_row(const float *x, const float *w, float *y, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float r = sl_ln_rstd(ss / (double)n, eps);
+    if (w)
+        for (int i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+    else
+        for (int i = 0; i < n; i++) y[i] = x[i] * r;
+}
+
+/* SiLU (swish): x * sigmoid(x). */
+static inline SL_HD float sl_silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* Rotary embedding of one head of n (even) at position pos, in transformers'
+ * layout (rotate_half: the first half pairs with the second): for i < n/2, with
+ * a = x[i], b = x[i + n/2], c = cos(pos inv_freq[i]), s = sin(...):
+ * x[i] = a c - b s, x[i + n/2] = b c + a s. Angles in f32, as transformers. */
+static inline SL_HD void sl_rope_half(float *x, int n, const float *inv_freq, int pos) {
+    const int h = n / 2;
+    for (int i = 0; i < h; i++) {
+        float ang = (float)pos * inv_freq[i], c = cosf(ang), s = sinf(ang);
+        float a = x[i], b = x[i + h];
+        x[i] = a * c + (-b) * s;
+        x[i + h] = b * c + a * s;
+    }
+}
+
 /* One unnormalized softmax term: exp(score - row max). */
 static inline SL_HD float sl_softmax_exp(float score, float mx) { return expf(score - mx); }
 

@@ -10,7 +10,6 @@
 #include "model.h"
 #include "runparams.h"
 #include "sae.h"
-#include "safetensors.h"
 #include "tokenizer.h"
 
 #define PROBE_MAX_SEQS 8 /* windows per forward pass: bounds the workspace */
@@ -21,8 +20,6 @@ struct sl_probe {
     const sl_tokenizer *tok; /* NULL: the extraction had none (encode is then an error) */
     sl_tokenizer *own_tok;   /* tok when the probe loaded it (else borrowed, not freed) */
     char *model_path;
-    float *lm_head;    /* [vocab, d_model] an untied unembedding, loaded on first use */
-    int unembed_checked;
     sl_backend *backend;
     sl_run_params run; /* as resolved; the fields below are copies of it */
     sl_hook hook;
@@ -42,7 +39,6 @@ void sl_probe_free(sl_probe *p) {
     sl_model_free(p->model);
     sl_tokenizer_free(p->own_tok);
     free(p->model_path);
-    free(p->lm_head);
     sl_csr_free(&p->csr);
     free(p->ids);
     free(p->include);
@@ -56,33 +52,11 @@ const struct sl_sae *sl_probe_sae(const sl_probe *p) { return p->sae; }
 const struct sl_run_params *sl_probe_run_params(const sl_probe *p) { return &p->run; }
 
 const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err) {
+    (void)err;
     const sl_model_config *c = sl_model_config_of(p->model);
-    if (!p->unembed_checked) { /* GPT-2 ties lm_head to wte; a checkpoint may still carry its own */
-        char path[4200];
-        snprintf(path, sizeof path, "%s/model.safetensors", p->model_path);
-        sl_st *st = sl_st_open(path, err);
-        if (!st) return NULL;
-        if (sl_st_get(st, "lm_head.weight")) {
-            int64_t shape[2] = {c->vocab_size, c->d_model};
-            p->lm_head = sl_st_load_f32(st, "lm_head.weight", 2, shape, err);
-            if (!p->lm_head) {
-                sl_st_close(st);
-                return NULL;
-            }
-        }
-        sl_st_close(st);
-        p->unembed_checked = 1;
-    }
     *vocab = c->vocab_size;
     *d_model = c->d_model;
-    *untied = p->lm_head != NULL;
-    if (p->lm_head) return p->lm_head;
-    sl_model_view v;
-    sl_model_layer_view *layers = malloc((size_t)c->n_layer * sizeof *layers);
-    if (!layers) return sl_errf(err, "out of memory"), NULL;
-    sl_model_get_view(p->model, &v, layers);
-    free(layers);
-    return v.wte;
+    return sl_model_unembed(p->model, untied);
 }
 
 /* The run parameters come from sl_run_params_resolve, as source.c's, so a snippet

@@ -41,8 +41,9 @@ const struct sl_sae *sl_probe_sae(const sl_probe *p);
  * them: sl_run_params_resolve's answer (runparams.h), the one an extraction with the
  * same options gets. */
 const struct sl_run_params *sl_probe_run_params(const sl_probe *p);
-/* The unembedding W_U as rows [vocab, d_model]: the checkpoint's lm_head.weight
- * when it has one (*untied = 1), else the tied wte. Owned by the probe. */
+/* The unembedding W_U as rows [vocab, d_model] (sl_model_unembed): the
+ * checkpoint's lm_head.weight when it has one (*untied = 1), else the tied token
+ * embedding. Owned by the probe. */
 const float *sl_probe_unembed(sl_probe *p, int *vocab, int *d_model, int *untied, sl_err *err);
 
 /* The snippet's tokens (BOS tokens added at window starts are not among them)

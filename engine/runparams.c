@@ -16,8 +16,12 @@ int sl_run_params_resolve(const sl_run_request *req, const sl_sae *sae, const sl
     if (sl_hook_parse(hook, &out->hook, err) || sl_model_check_hook(model, out->hook, err)) return -1;
     snprintf(out->hook_name, sizeof out->hook_name, "%s", hook); /* a valid hook name is short */
 
-    if (c->d_model != sae->d_in)
-        return sl_errf_path(err, model_path, "the model's d_model %d differs from the SAE %s's d_in %d", c->d_model,
+    const int width = sl_model_hook_width(model, out->hook);
+    if (width != sae->d_in && out->hook.kind == SL_HOOK_ATTN_Z)
+        return sl_errf_path(err, model_path, "the model's n_heads * head_dim %d (%s) differs from the SAE %s's d_in %d",
+                            width, hook, sae->path, sae->d_in);
+    if (width != sae->d_in)
+        return sl_errf_path(err, model_path, "the model's d_model %d differs from the SAE %s's d_in %d", width,
                             sae->path, sae->d_in);
     if (tok && sl_tokenizer_vocab_size(tok) > c->vocab_size)
         return sl_errf_path(err, sl_tokenizer_path(tok), "vocabulary of %d exceeds the model's vocab_size %d",
@@ -36,6 +40,10 @@ int sl_run_params_resolve(const sl_run_request *req, const sl_sae *sae, const sl
 
     int prepend = req->prepend_bos >= 0 ? req->prepend_bos : sae->prepend_bos >= 0 ? sae->prepend_bos : 1;
     int center = req->center >= 0 ? req->center : sae->center_writing_weights >= 0 ? sae->center_writing_weights : 1;
+    /* TransformerLens centres writing weights of LayerNorm models only, and only
+     * the residual stream and what writes to it have their mean removed. */
+    if (req->center < 0 && c->rms_norm) center = 0;
+    if (out->hook.kind == SL_HOOK_ATTN_Z || out->hook.kind == SL_HOOK_LN2_NORMALIZED) center = 0;
     out->prepend_bos = prepend != 0;
     out->center = center != 0;
     out->include_special = req->include_special != 0;

@@ -14,14 +14,17 @@
  *                   model's n_positions when defaulted; a context_size given
  *                   explicitly above n_positions is an error
  *   prepend_bos     the SAE's metadata.prepend_bos, else 1
- *   center          the SAE's center_writing_weights, else 1
+ *   center          the SAE's center_writing_weights, else 1; off by default for
+ *                   RMSNorm models, and never for attn.hook_z or ln2.hook_normalized
+ *                   (TransformerLens centres writing weights of LayerNorm models only)
  *   BOS             the model's bos_token_id, else the tokenizer's <|endoftext|>
  *                   (both are within the model's vocabulary: model.c checks the
  *                   first, the vocabulary check below bounds the second). With
  *                   prepend_bos there must be one, and context_size must be 2 or
  *                   more (a sequence of BOS alone holds no token)
  * Checks, in this order (the first that fails is the error): hook missing, hook
- * unknown or beyond the model's layers, the model's d_model against the SAE's d_in,
+ * unknown or beyond the model's layers, the hook's width (d_model, or n_head * head_dim
+ * for attn.hook_z) against the SAE's d_in,
  * the tokenizer's vocabulary against the model's (when a tokenizer is given),
  * context_size given above n_positions, prepend_bos without a BOS token, context_size
  * too small for BOS. */

@@ -346,7 +346,11 @@ static dev_model_host dev_model_of(const sl_model *model) {
     h.views = (sl_model_layer_view *)malloc((size_t)c->n_layer * sizeof *h.views);
     h.layers = (sl_dev_layer *)malloc((size_t)c->n_layer * sizeof *h.layers);
     sl_model_view v;
-    sl_model_get_view(model, &v, h.views);
+    sl_err err;
+    if (sl_model_get_view(model, &v, h.views, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
     for (int l = 0; l < c->n_layer; l++) {
         const sl_model_layer_view *L = &v.layers[l];
         sl_dev_layer d = {L->ln1_w, L->ln1_b, L->attn_w,  L->attn_b, L->attn_proj_w, L->attn_proj_b,

@@ -152,7 +152,8 @@ static void check_hook_errors(const sl_model *m) {
                          "blocks.1.hook_resid",
                          "blocks.1.hook_resid_pre.x",
                          "blocks.1.hook_resid_pre ",
-                         "blocks.1.attn.hook_z",
+                         "blocks.1.attn.hook_q",
+                         "blocks.1.ln1.hook_normalized",
                          "blocks.1234567890.hook_resid_pre",
                          "Blocks.1.hook_resid_pre"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -270,6 +271,13 @@ static void expect_load_error(const char *dir, const char *needle1, const char *
     if (needle2) CHECK_MSG(err.msg, needle2);
 }
 
+/* The error of loading dir (static storage). */
+static const char *err_of(const char *dir) {
+    static sl_err err;
+    sl_model_free(sl_model_load(dir, &err));
+    return err.msg;
+}
+
 static void check_load_errors(void) {
     char dir[] = "/tmp/saelite-test-model-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
@@ -280,8 +288,11 @@ static void check_load_errors(void) {
 
     expect_load_error("/tmp/saelite-no-such-model-dir", "/tmp/saelite-no-such-model-dir", "cannot open");
     expect_load_error(dir, cfg, "cannot open model config");
+    write_text(cfg, "{\"model_type\": \"mamba\", \"vocab_size\": 96}");
+    expect_load_error(dir, cfg, "model_type 'mamba' is not supported");
+    CHECK_MSG(err_of(dir), "gpt2, llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, gemma3, gpt_neox");
     write_text(cfg, "{\"model_type\": \"llama\", \"vocab_size\": 96}");
-    expect_load_error(dir, cfg, "model_type 'llama' is not supported");
+    expect_load_error(dir, cfg, "missing 'hidden_size'");
     write_text(cfg, "{\"vocab_size\": 96}");
     expect_load_error(dir, cfg, "missing 'model_type'");
     write_text(cfg, "{\"model_type\": \"gpt2\", \"vocab_size\": 96, \"n_positions\": 32, \"n_layer\": 3, \"n_head\": 4}");
