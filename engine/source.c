@@ -56,7 +56,8 @@ static int open_model(sl_source *src, const sl_source_opts *o, const sl_sae *sae
     }
     int token_file = dpath && sl_dataset_is_token_file(dpath);
     if (!token_file && !src->tok)
-        return sl_errf(err, "a text dataset needs the option 'tokenizer' (a tokenizer.json)");
+        return sl_errf(err, "a text dataset needs a tokenizer: the option 'tokenizer' (a tokenizer.json), or a "
+                            "tokenizer.json in the model directory");
 
     sl_tokfile_writer w;
     int64_t row_len = token_file ? sl_dataset_tokens_row_len(dpath, err) : 0;

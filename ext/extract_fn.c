@@ -255,6 +255,16 @@ static json_t *resolve_paths(sqlite3 *db, json_t *opts, const char *store) {
     return paths;
 }
 
+/* Without a 'tokenizer' option, a model directory's own tokenizer.json (as Hugging
+ * Face checkpoints ship it) is the run's tokenizer, recorded like a given one. */
+static void default_tokenizer(json_t *opts) {
+    const char *model = opt_str(opts, "model");
+    if (!model || json_object_get(opts, "tokenizer")) return;
+    char *path = sqlite3_mprintf("%s/tokenizer.json", model);
+    if (path && access(path, R_OK) == 0) json_object_set_new(opts, "tokenizer", json_string(path));
+    sqlite3_free(path);
+}
+
 /* The path the run opens for an option: the recorded one when there is one. */
 static const char *path_opt(json_t *opts, json_t *paths, const char *name) {
     const char *p = json_string_value(json_object_get(paths, name));
@@ -519,6 +529,7 @@ void sl_extract_features_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv
         sqlite3_free(msg);
         return;
     }
+    default_tokenizer(opts);
     json_t *paths = NULL;
     if (sl_extractions_ensure(db, &msg) != SQLITE_OK) {
         sqlite3_result_error(ctx, msg ? msg : "extract_features: cannot create the extractions table", -1);

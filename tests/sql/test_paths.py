@@ -14,7 +14,8 @@ database). The expected rows are those of the session that made the extraction
 3. the database moved together with its stores (the directory renamed) still
    browses the same from a third directory, the store beside it found relative to
    it; resume_extraction there (the run marked failed) reopens its inputs and store;
-4. a tokenizer that can no longer be found is an error naming the file, never ids;
+4. a model directory with its own tokenizer.json needs no 'tokenizer' option;
+5. a tokenizer that can no longer be found is an error naming the file, never ids;
    after UPDATE ... paths = json_set(paths, '$.tokenizer', ...) it browses again.
 """
 import json
@@ -112,6 +113,19 @@ def test_paths():
     got = sql_in(h.tmp_path(), mdb, "SELECT resume_extraction(%d) AS id;" % x2)
     check_equal(got, [{"id": x2}], "resume_extraction from another directory after the move: done")
     check_equal(browse(third, mdb, x2), want2, "resumed extraction: the same rows")
+
+    # A model directory with its own tokenizer.json: the run's tokenizer without the option.
+    own = os.path.join(proj, "inputs", "model_with_tokenizer")
+    shutil.copytree(os.path.join(TINY, "model"), own)
+    shutil.copy(os.path.join(TINY, "tokenizer.json"), os.path.join(own, "tokenizer.json"))
+    no_tok = {k: v for k, v in rel.items() if k != "tokenizer"}
+    no_tok["model"] = "inputs/model_with_tokenizer"
+    x4 = sql_in(proj, mdb, h.extract_sql(store=os.path.join(moved, "stores", "own"), **no_tok))[0]["id"]
+    row4 = sql_in(third, mdb, "SELECT tokenizer, paths FROM extractions WHERE id = %d;" % x4)[0]
+    check_equal((row4["tokenizer"], json.loads(row4["paths"])["tokenizer"]),
+                ("inputs/model_with_tokenizer/tokenizer.json", os.path.realpath(os.path.join(own, "tokenizer.json"))),
+                "no 'tokenizer' option: the model directory's tokenizer.json, recorded like a given one")
+    check_equal(browse(third, mdb, x4)[0], want1[0], "and the rows are those of the same run with the option")
 
     os.rename(os.path.join(proj, "inputs", "tokenizer.json"), os.path.join(proj, "inputs", "tok-moved.json"))
     for q in ("SELECT context FROM top_examples WHERE extraction_id = %d LIMIT 1;" % x1,
