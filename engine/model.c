@@ -74,8 +74,10 @@ static const param_spec gpt2_params[] = {
     {L_DOWN_B, 1, "h.%d.mlp.c_proj.bias", D_C, D_NONE, W_ALWAYS},
 };
 
-/* Llama and its kin: nn.Linear weights [out, in]. */
-static const param_spec llama_params[] = {
+/* Llama and its kin, nn.Linear weights [out, in]: the embeddings and attention every
+ * one has, then the norms and MLP of Llama, and those of Gemma-2/3 (a norm before and
+ * after the attention and the MLP). */
+static const param_spec rotary_params[] = {
     {G_EMBED, 0, "embed_tokens.weight", D_V, D_C, W_ALWAYS},
     {G_LM_HEAD, 0, "lm_head.weight", D_V, D_C, W_UNTIED},
     {L_LN1_W, 1, "layers.%d.input_layernorm.weight", D_C, D_NONE, W_ALWAYS},
@@ -89,7 +91,6 @@ static const param_spec llama_params[] = {
     {L_O_B, 1, "layers.%d.self_attn.o_proj.bias", D_C, D_NONE, W_O_BIAS},
     {L_Q_NORM, 1, "layers.%d.self_attn.q_norm.weight", D_HD, D_NONE, W_QK_NORM},
     {L_K_NORM, 1, "layers.%d.self_attn.k_norm.weight", D_HD, D_NONE, W_QK_NORM},
-    {L_LN2_W, 1, "layers.%d.post_attention_layernorm.weight", D_C, D_NONE, W_ALWAYS},
     {L_GATE_W, 1, "layers.%d.mlp.gate_proj.weight", D_F, D_C, W_ALWAYS},
     {L_GATE_B, 1, "layers.%d.mlp.gate_proj.bias", D_F, D_NONE, W_MLP_BIAS},
     {L_UP_W, 1, "layers.%d.mlp.up_proj.weight", D_F, D_C, W_ALWAYS},
@@ -97,27 +98,12 @@ static const param_spec llama_params[] = {
     {L_DOWN_W, 1, "layers.%d.mlp.down_proj.weight", D_C, D_F, W_ALWAYS},
     {L_DOWN_B, 1, "layers.%d.mlp.down_proj.bias", D_C, D_NONE, W_MLP_BIAS},
 };
-
-/* Gemma-2 and Gemma-3: a norm before and after the attention and the MLP. */
-static const param_spec gemma2_params[] = {
-    {G_EMBED, 0, "embed_tokens.weight", D_V, D_C, W_ALWAYS},
-    {G_LM_HEAD, 0, "lm_head.weight", D_V, D_C, W_UNTIED},
-    {L_LN1_W, 1, "layers.%d.input_layernorm.weight", D_C, D_NONE, W_ALWAYS},
-    {L_Q_W, 1, "layers.%d.self_attn.q_proj.weight", D_Q, D_C, W_ALWAYS},
-    {L_Q_B, 1, "layers.%d.self_attn.q_proj.bias", D_Q, D_NONE, W_QKV_BIAS},
-    {L_K_W, 1, "layers.%d.self_attn.k_proj.weight", D_K, D_C, W_ALWAYS},
-    {L_K_B, 1, "layers.%d.self_attn.k_proj.bias", D_K, D_NONE, W_QKV_BIAS},
-    {L_V_W, 1, "layers.%d.self_attn.v_proj.weight", D_K, D_C, W_ALWAYS},
-    {L_V_B, 1, "layers.%d.self_attn.v_proj.bias", D_K, D_NONE, W_QKV_BIAS},
-    {L_O_W, 1, "layers.%d.self_attn.o_proj.weight", D_C, D_Q, W_ALWAYS},
-    {L_O_B, 1, "layers.%d.self_attn.o_proj.bias", D_C, D_NONE, W_O_BIAS},
-    {L_Q_NORM, 1, "layers.%d.self_attn.q_norm.weight", D_HD, D_NONE, W_QK_NORM},
-    {L_K_NORM, 1, "layers.%d.self_attn.k_norm.weight", D_HD, D_NONE, W_QK_NORM},
+static const param_spec llama_norms[] = {
+    {L_LN2_W, 1, "layers.%d.post_attention_layernorm.weight", D_C, D_NONE, W_ALWAYS},
+};
+static const param_spec gemma2_norms[] = {
     {L_POST_ATTN, 1, "layers.%d.post_attention_layernorm.weight", D_C, D_NONE, W_ALWAYS},
     {L_LN2_W, 1, "layers.%d.pre_feedforward_layernorm.weight", D_C, D_NONE, W_ALWAYS},
-    {L_GATE_W, 1, "layers.%d.mlp.gate_proj.weight", D_F, D_C, W_ALWAYS},
-    {L_UP_W, 1, "layers.%d.mlp.up_proj.weight", D_F, D_C, W_ALWAYS},
-    {L_DOWN_W, 1, "layers.%d.mlp.down_proj.weight", D_C, D_F, W_ALWAYS},
     {L_POST_MLP, 1, "layers.%d.post_feedforward_layernorm.weight", D_C, D_NONE, W_ALWAYS},
 };
 
@@ -149,19 +135,22 @@ static const prefix_pair llama_prefixes[] = {
     {"model.", ""}, {"language_model.model.", "language_model."}, {"model.language_model.", ""}};
 static const prefix_pair neox_prefixes[] = {{"gpt_neox.", ""}, {"", ""}};
 
+/* A family's parameters: one or two tables (the first starts with the embedding). */
 typedef struct family_spec {
-    const param_spec *params;
-    int n_params;
+    const param_spec *params[2];
+    int n_params[2];
     const prefix_pair *prefixes;
     int n_prefixes;
 } family_spec;
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 static const family_spec families[] = {
-    [SL_FAMILY_GPT2] = {gpt2_params, COUNT(gpt2_params), gpt2_prefixes, COUNT(gpt2_prefixes)},
-    [SL_FAMILY_LLAMA] = {llama_params, COUNT(llama_params), llama_prefixes, COUNT(llama_prefixes)},
-    [SL_FAMILY_GEMMA2] = {gemma2_params, COUNT(gemma2_params), llama_prefixes, COUNT(llama_prefixes)},
-    [SL_FAMILY_NEOX] = {neox_params, COUNT(neox_params), neox_prefixes, COUNT(neox_prefixes)},
+    [SL_FAMILY_GPT2] = {{gpt2_params}, {COUNT(gpt2_params)}, gpt2_prefixes, COUNT(gpt2_prefixes)},
+    [SL_FAMILY_LLAMA] = {{rotary_params, llama_norms}, {COUNT(rotary_params), COUNT(llama_norms)}, llama_prefixes,
+                         COUNT(llama_prefixes)},
+    [SL_FAMILY_GEMMA2] = {{rotary_params, gemma2_norms}, {COUNT(rotary_params), COUNT(gemma2_norms)},
+                          llama_prefixes, COUNT(llama_prefixes)},
+    [SL_FAMILY_NEOX] = {{neox_params}, {COUNT(neox_params)}, neox_prefixes, COUNT(neox_prefixes)},
 };
 
 /* model_type -> family. */
@@ -802,22 +791,22 @@ static int load_weights(sl_model *m, const checkpoint *ck, sl_err *err) {
     const prefix_pair *pre = NULL;
     for (int i = 0; i < fam->n_prefixes && !pre; i++) {
         char name[256];
-        snprintf(name, sizeof name, "%s%s", fam->prefixes[i].body, fam->params[0].name);
+        snprintf(name, sizeof name, "%s%s", fam->prefixes[i].body, fam->params[0][0].name);
         const sl_st *in;
         if (checkpoint_get(ck, name, &in)) pre = &fam->prefixes[i];
     }
     if (!pre)
         return sl_errf_path(err, ck->index_path[0] ? ck->index_path : sl_st_path(ck->st[0]),
                             "missing tensor '%s%s' (nor under another prefix): not a %s checkpoint?",
-                            fam->prefixes[0].body, fam->params[0].name, m->cfg.model_type);
+                            fam->prefixes[0].body, fam->params[0][0].name, m->cfg.model_type);
     if (!(m->layer = calloc((size_t)L * N_LAYER_SLOTS, sizeof *m->layer))) return sl_errf(err, "out of memory");
     size_t total = 0;
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && !(m->flat = malloc((total ? total : 1) * sizeof(float))))
             return sl_errf(err, "out of memory: %zu MiB of weights", total * sizeof(float) >> 20);
         size_t at = 0;
-        for (int i = 0; i < fam->n_params; i++) {
-            const param_spec *p = &fam->params[i];
+        for (int i = 0; i < fam->n_params[0] + fam->n_params[1]; i++) {
+            const param_spec *p = i < fam->n_params[0] ? &fam->params[0][i] : &fam->params[1][i - fam->n_params[0]];
             for (int l = 0; l < (p->per_layer ? L : 1); l++) {
                 const sl_tensor *t = NULL;
                 const sl_st *in = NULL;

@@ -34,36 +34,35 @@ static inline SL_HD float sl_ln_apply(float x, float mean, float rstd, float w, 
     return (x - mean) * rstd * w + b;
 }
 
-/* torch.nn.LayerNorm of one row of n: y = (x - mean) / sqrt(var + eps) * w + b,
- * var the biased (divide by n) variance. Two passes, double accumulation.
+/* The mean and 1 / sqrt(var + eps) of one row of n, var the biased (divide by n)
+ * variance: two passes, double accumulation. */
+static inline SL_HD void sl_ln_stats(const float *x, int n, float eps, float *mean, float *rstd) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    double mu = sum / (double)n;
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        double c = (double)x[i] - mu;
+        ss += c * c;
+    }
+    *rstd = sl_ln_rstd(ss / (double)n, eps);
+    *mean = (float)mu;
+}
+
+/* torch.nn.LayerNorm of one row of n: y = (x - mean) / sqrt(var + eps) * w + b.
  * y may alias x. */
 static inline SL_HD void sl_layer_norm_row(const float *x, const float *w, const float *b, float *y, int n,
                                            float eps) {
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += x[i];
-    double mean = sum / (double)n;
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) {
-        double c = (double)x[i] - mean;
-        ss += c * c;
-    }
-    float rstd = sl_ln_rstd(ss / (double)n, eps);
-    float m = (float)mean;
+    float m, rstd;
+    sl_ln_stats(x, n, eps, &m, &rstd);
     for (int i = 0; i < n; i++) y[i] = sl_ln_apply(x[i], m, rstd, w[i], b[i]);
 }
 
 /* TransformerLens's LayerNormPre (a LayerNorm whose weight and bias were folded
  * into the next layer): (x - mean) / sqrt(var + eps). y may alias x. */
 static inline SL_HD void sl_layer_norm_pre_row(const float *x, float *y, int n, float eps) {
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += x[i];
-    double mean = sum / (double)n;
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) {
-        double c = (double)x[i] - mean;
-        ss += c * c;
-    }
-    float rstd = sl_ln_rstd(ss / (double)n, eps), m = (float)mean;
+    float m, rstd;
+    sl_ln_stats(x, n, eps, &m, &rstd);
     for (int i = 0; i < n; i++) y[i] = (x[i] - m) * rstd;
 }
 
