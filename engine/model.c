@@ -315,6 +315,7 @@ void sl_model_free(sl_model *m) {
 /* An integer config value: required (def < lo) or defaulted when missing/null. */
 static int cfg_int(json_t *cfg, const char *key, long long def, long long lo, long long hi, int *out,
                    const char *path, sl_err *err) {
+    *out = (int)def; /* set on every path, so no caller reads it unset */
     json_t *v = json_object_get(cfg, key);
     if (!v || json_is_null(v)) {
         if (def < lo) return sl_errf_path(err, path, "missing '%s'", key);
@@ -328,6 +329,7 @@ static int cfg_int(json_t *cfg, const char *key, long long def, long long lo, lo
 }
 
 static int cfg_bool(json_t *cfg, const char *key, int def, int *out, const char *path, sl_err *err) {
+    *out = def;
     json_t *v = json_object_get(cfg, key);
     if (!v || json_is_null(v)) {
         *out = def;
@@ -341,6 +343,7 @@ static int cfg_bool(json_t *cfg, const char *key, int def, int *out, const char 
 /* A positive number (as the f32 it is used as), defaulted when missing/null. */
 static int cfg_float(json_t *cfg, const char *key, double def, double hi, float *out, const char *path,
                      sl_err *err) {
+    *out = (float)def; /* set on every path */
     json_t *v = json_object_get(cfg, key);
     if (!v || json_is_null(v)) {
         *out = (float)def;
