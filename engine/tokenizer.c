@@ -43,6 +43,9 @@ typedef struct pair_map {
 typedef struct added_tok {
     char *content;
     size_t len;
+    char *match; /* what is looked for: the content, or for a normalized token with a
+                    normalizer the normalized content (owned when != content) */
+    size_t mlen;
     int32_t id;
     unsigned char single_word, lstrip, rstrip, normalized;
 } added_tok;
@@ -55,13 +58,27 @@ typedef struct added_set {
     uint32_t first[257];
 } added_set;
 
-enum { STEP_SPLIT, STEP_BYTELEVEL };
-enum { SPLIT_ISOLATED, SPLIT_REMOVED };
+enum { STEP_SPLIT, STEP_BYTELEVEL, STEP_METASPACE };
+enum { SPLIT_ISOLATED, SPLIT_REMOVED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT, SPLIT_CONTIGUOUS };
+enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 typedef struct pt_step {
     int kind, behavior, add_prefix_space;
     pcre2_code *re; /* NULL: ByteLevel without regex */
+    int invert;     /* Split */
+    int prepend_scheme, split; /* Metaspace */
+    char repl[4];   /* Metaspace replacement character, UTF-8 */
+    unsigned char repl_len;
 } pt_step;
 #define MAX_STEPS 8
+
+/* Normalizer steps (SentencePiece-style BPE): Prepend(pat), Replace(String pat, content). */
+enum { NORM_PREPEND, NORM_REPLACE };
+typedef struct norm_op {
+    int kind;
+    char *pat, *content;
+    size_t pat_len, content_len;
+} norm_op;
+#define MAX_NORMS 8
 
 /* Cache of BPE results per pre-token (its bytes), cleared when full. */
 typedef struct cache_entry {
@@ -90,11 +107,18 @@ struct sl_tokenizer {
     added_set sets[2]; /* [0]: normalized false (matched first), [1]: normalized true */
     pt_step steps[MAX_STEPS];
     int n_steps;
+    /* char_mode: BPE over characters (SentencePiece style: normalizer, Metaspace,
+     * byte_fallback) instead of over GPT-2 byte characters */
+    int char_mode, byte_fallback;
+    norm_op norms[MAX_NORMS];
+    int n_norms;
+    int32_t bf_id[256];    /* char mode: id of "<0xAB>" for each byte, -1 if absent */
+    int32_t ascii_id[128]; /* char mode: id of each ASCII character, -1 if absent */
     int32_t byte_id[256];      /* vocab id of each byte's GPT-2 character, -1 if absent */
     char byte_char[256][2];    /* each byte's GPT-2 character, UTF-8 */
     unsigned char byte_char_len[256];
     pair_map merges;
-    str_map vocab; /* only filled with ignore_merges */
+    str_map vocab; /* filled with ignore_merges, and in char mode */
     int ignore_merges, fuse_unk;
     int32_t unk_id;
     pcre2_code *re_ws, *re_word; /* Rust regex \s and \w: lstrip/rstrip, single_word */
@@ -154,7 +178,11 @@ void sl_tokenizer_free(sl_tokenizer *tok) {
     free(tok->tokens);
     free(tok->path);
     free(tok->enc_why);
-    for (size_t i = 0; i < tok->n_added; i++) free(tok->added[i].content);
+    for (size_t i = 0; i < tok->n_added; i++) {
+        if (tok->added[i].match != tok->added[i].content) free(tok->added[i].match);
+        free(tok->added[i].content);
+    }
+    for (int i = 0; i < tok->n_norms; i++) free(tok->norms[i].pat), free(tok->norms[i].content);
     free(tok->added);
     for (int s = 0; s < 2; s++) free(tok->sets[s].order);
     for (int i = 0; i < tok->n_steps; i++) pcre2_code_free(tok->steps[i].re);
@@ -218,36 +246,230 @@ static char *byte_level_decode(const int *byte_map, const char *s, size_t n, siz
     return out;
 }
 
-static char *metaspace_decode(const char *s, size_t n, size_t *out_len) {
-    char *out = malloc(n + 1);
-    if (!out) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        if (i + 3 <= n && memcmp(s + i, "\xE2\x96\x81", 3) == 0) { /* U+2581 */
-            out[o++] = ' ';
-            i += 3;
-        } else
-            out[o++] = s[i++];
+/* How the decoder turns one vocabulary string into bytes: ByteLevel (GPT-2 table), or
+ * in order the steps of a (Sequence of) Replace(String pattern, content), Metaspace
+ * (its replacement character becomes a space) and ByteFallback ("<0xAB>" is the byte
+ * 0xAB). Fuse and Strip work on the whole decoded text, not on one token: skipped. */
+enum { DEC_REPLACE, DEC_BYTEFALLBACK };
+typedef struct dec_step {
+    int kind;
+    const char *pat, *content; /* point into the JSON, alive while loading */
+    size_t pat_len, content_len;
+} dec_step;
+#define MAX_DEC_STEPS 8
+typedef struct dec_spec {
+    int bytelevel, n;
+    dec_step step[MAX_DEC_STEPS];
+} dec_spec;
+
+static void dec_add(dec_spec *d, json_t *dec) {
+    const char *type = json_string_value(json_object_get(dec, "type"));
+    if (!type || d->n == MAX_DEC_STEPS) return;
+    dec_step *st = &d->step[d->n];
+    if (strcmp(type, "ByteLevel") == 0)
+        d->bytelevel = 1;
+    else if (strcmp(type, "Metaspace") == 0) {
+        json_t *r = json_object_get(dec, "replacement");
+        st->kind = DEC_REPLACE;
+        st->pat = json_is_string(r) ? json_string_value(r) : "\xE2\x96\x81";
+        st->pat_len = json_is_string(r) ? json_string_length(r) : 3;
+        st->content = " ", st->content_len = 1;
+        d->n++;
+    } else if (strcmp(type, "Replace") == 0) {
+        json_t *p = json_object_get(json_object_get(dec, "pattern"), "String"), *c = json_object_get(dec, "content");
+        if (json_is_string(p) && json_string_length(p) && json_is_string(c)) {
+            st->kind = DEC_REPLACE;
+            st->pat = json_string_value(p), st->pat_len = json_string_length(p);
+            st->content = json_string_value(c), st->content_len = json_string_length(c);
+            d->n++;
+        }
+    } else if (strcmp(type, "ByteFallback") == 0) {
+        st->kind = DEC_BYTEFALLBACK;
+        d->n++;
     }
-    out[o] = 0;
-    *out_len = o;
+}
+
+static int hex_digit(char ch) {
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* The byte a ByteFallback token "<0xAB>" stands for, or -1. Like HF's
+ * u8::from_str_radix(&token[3..5], 16), which also takes "+A". */
+static int byte_fallback_value(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+    if (s[3] == '+' && lo >= 0) return lo;
+    return hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
+}
+
+static char *spec_decode(const dec_spec *d, const char *s, size_t n, size_t *out_len) {
+    sl_buf cur = {0}, next = {0};
+    sl_buf_append(&cur, s, n);
+    for (int k = 0; k < d->n && !cur.oom; k++) {
+        const dec_step *st = &d->step[k];
+        if (st->kind == DEC_BYTEFALLBACK) {
+            int b = byte_fallback_value(cur.data, cur.len);
+            if (b >= 0) cur.data[0] = (char)b, cur.len = 1;
+            continue;
+        }
+        next.len = 0;
+        for (size_t i = 0; i < cur.len;) {
+            if (i + st->pat_len <= cur.len && memcmp(cur.data + i, st->pat, st->pat_len) == 0) {
+                sl_buf_append(&next, st->content, st->content_len);
+                i += st->pat_len;
+            } else
+                sl_buf_append(&next, cur.data + i++, 1);
+        }
+        sl_buf tmp = cur;
+        cur = next, next = tmp;
+    }
+    sl_buf_free(&next);
+    char *out = cur.oom ? NULL : malloc(cur.len + 1);
+    if (out) memcpy(out, cur.data ? cur.data : "", cur.len), out[cur.len] = 0, *out_len = cur.len;
+    sl_buf_free(&cur);
     return out;
 }
 
 static int set_token(sl_tokenizer *tok, const int *byte_map, json_int_t id, const char *s, size_t n,
-                     int decode_kind, int special, sl_err *err) {
+                     const dec_spec *dec, int special, sl_err *err) {
     token_entry *t = &tok->tokens[id];
     free(t->bytes);
-    if (decode_kind == 1)
+    if (dec && dec->bytelevel)
         t->bytes = byte_level_decode(byte_map, s, n, &t->len);
-    else if (decode_kind == 2)
-        t->bytes = metaspace_decode(s, n, &t->len);
+    else if (dec && dec->n)
+        t->bytes = spec_decode(dec, s, n, &t->len);
     else {
         t->bytes = malloc(n + 1);
         if (t->bytes) memcpy(t->bytes, s, n), t->bytes[n] = 0, t->len = n;
     }
     t->special = special;
     return t->bytes ? 0 : sl_errf(err, "out of memory");
+}
+
+
+/* A normalized string, as HF's NormalizedString: bytes, and for each byte the range
+ * [as, ae) of the (repaired) text it stands for. */
+typedef struct nstr {
+    char *s;
+    uint32_t *as, *ae;
+    size_t n, cap;
+    int oom;
+} nstr;
+
+static inline size_t utf8_char_len(const char *s, size_t i, size_t n);
+
+static int nstr_reserve(nstr *v, size_t add) {
+    if (v->oom) return -1;
+    if (v->n + add <= v->cap) return 0;
+    size_t cap = v->cap ? v->cap : 64;
+    while (cap < v->n + add) cap *= 2;
+    char *s = realloc(v->s, cap);
+    if (s) v->s = s;
+    uint32_t *as = s ? realloc(v->as, cap * sizeof *as) : NULL;
+    if (as) v->as = as;
+    uint32_t *ae = as ? realloc(v->ae, cap * sizeof *ae) : NULL;
+    if (!ae) return v->oom = 1, -1;
+    v->ae = ae;
+    v->cap = cap;
+    return 0;
+}
+
+/* Appends n bytes, all standing for [a, e). */
+static void nstr_push(nstr *v, const char *b, size_t n, uint32_t a, uint32_t e) {
+    if (!n || nstr_reserve(v, n)) return;
+    memcpy(v->s + v->n, b, n);
+    for (size_t i = 0; i < n; i++) v->as[v->n + i] = a, v->ae[v->n + i] = e;
+    v->n += n;
+}
+
+/* Appends bytes [i, i + n) of src with their ranges. */
+static void nstr_copy(nstr *v, const nstr *src, size_t i, size_t n) {
+    if (!n || nstr_reserve(v, n)) return;
+    memcpy(v->s + v->n, src->s + i, n);
+    memcpy(v->as + v->n, src->as + i, n * sizeof *v->as);
+    memcpy(v->ae + v->n, src->ae + i, n * sizeof *v->ae);
+    v->n += n;
+}
+
+static void nstr_free(nstr *v) {
+    free(v->s);
+    free(v->as);
+    free(v->ae);
+    memset(v, 0, sizeof *v);
+}
+
+/* dst = src with one normalizer step applied, the ranges moved as HF moves them:
+ *   Prepend(p): only when src is not empty; the first character of p takes the range
+ *     of src's first byte, the rest of p and src's first character the range of that
+ *     character's last byte (NormalizedString::prepend);
+ *   Replace(pat, content): leftmost non-overlapping occurrences; each byte of content
+ *     takes the range of the occurrence's last byte (NormalizedString::replace). */
+static void norm_apply(const norm_op *op, const nstr *src, nstr *dst) {
+    dst->n = 0;
+    dst->oom = src->oom;
+    if (op->kind == NORM_PREPEND) {
+        if (!src->n) return;
+        size_t fl = utf8_char_len(src->s, 0, src->n);
+        size_t l0 = op->pat_len ? utf8_char_len(op->pat, 0, op->pat_len) : 0;
+        nstr_push(dst, op->pat, l0, src->as[0], src->ae[0]);
+        nstr_push(dst, op->pat + l0, op->pat_len - l0, src->as[fl - 1], src->ae[fl - 1]);
+        if (op->pat_len)
+            nstr_push(dst, src->s, fl, src->as[fl - 1], src->ae[fl - 1]);
+        else /* HF: the first character is then a new one at offset 0 */
+            nstr_push(dst, src->s, fl, src->as[0], src->as[0]);
+        nstr_copy(dst, src, fl, src->n - fl);
+        return;
+    }
+    size_t pl = op->pat_len, i = 0, last = 0;
+    while (i + pl <= src->n) {
+        const char *hit = memchr(src->s + i, op->pat[0], src->n - i - pl + 1);
+        if (!hit) break;
+        i = (size_t)(hit - src->s);
+        if (memcmp(hit, op->pat, pl) != 0) {
+            i++;
+            continue;
+        }
+        nstr_copy(dst, src, last, i - last);
+        nstr_push(dst, op->content, op->content_len, src->as[i + pl - 1], src->ae[i + pl - 1]);
+        i += pl;
+        last = i;
+    }
+    nstr_copy(dst, src, last, src->n - last);
+}
+
+/* Runs the normalizer on *cur (using *alt as scratch); the result is in *cur. */
+static void normalize(const sl_tokenizer *tok, nstr **cur, nstr **alt) {
+    for (int k = 0; k < tok->n_norms; k++) {
+        norm_apply(&tok->norms[k], *cur, *alt);
+        nstr *t = *cur;
+        *cur = *alt, *alt = t;
+    }
+}
+
+/* HF matches a normalized added token by its content run through the normalizer. */
+static int normalize_added(sl_tokenizer *tok) {
+    nstr a = {0}, b = {0};
+    int rc = 0;
+    for (size_t k = 0; k < tok->n_added && !rc; k++) {
+        added_tok *t = &tok->added[k];
+        if (!t->normalized) continue;
+        nstr *cur = &a, *alt = &b;
+        cur->n = 0;
+        nstr_push(cur, t->content, t->len, 0, (uint32_t)t->len);
+        normalize(tok, &cur, &alt);
+        if (!cur->oom && cur->n == t->len && memcmp(cur->s, t->content, t->len) == 0) continue; /* unchanged */
+        if (cur->oom || !(t->match = malloc(cur->n + 1))) {
+            t->match = t->content;
+            rc = -1;
+            break;
+        }
+        memcpy(t->match, cur->s ? cur->s : "", cur->n);
+        t->match[cur->n] = 0;
+        t->mlen = cur->n;
+    }
+    nstr_free(&a);
+    nstr_free(&b);
+    return rc;
 }
 
 
@@ -517,23 +739,103 @@ static int parse_pre_tokenizer(sl_tokenizer *tok, json_t *pt, int depth) {
         return 0;
     }
     if (strcmp(type, "Split") == 0) {
+        static const char *const behaviors[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext",
+                                                "Contiguous"};
         json_t *pat = json_object_get(pt, "pattern");
         json_t *rx = json_object_get(pat, "Regex"), *lit = json_object_get(pat, "String");
         const char *beh = json_string_value(json_object_get(pt, "behavior"));
-        if (json_is_true(json_object_get(pt, "invert"))) return unsupported(tok, "pre_tokenizer Split with invert");
-        if (!beh || (strcmp(beh, "Isolated") != 0 && strcmp(beh, "Removed") != 0))
-            return unsupported(tok, "pre_tokenizer Split behavior %s (only Isolated, Removed)", beh ? beh : "(none)");
+        int b = -1;
+        for (int k = 0; beh && k < 5; k++)
+            if (strcmp(beh, behaviors[k]) == 0) b = k;
+        if (b < 0) return unsupported(tok, "pre_tokenizer Split behavior %s", beh ? beh : "(none)");
         if (!json_is_string(rx) && !json_is_string(lit))
             return unsupported(tok, "pre_tokenizer Split needs a Regex or String pattern");
         json_t *p = json_is_string(rx) ? rx : lit;
         st->kind = STEP_SPLIT;
-        st->behavior = strcmp(beh, "Isolated") == 0 ? SPLIT_ISOLATED : SPLIT_REMOVED;
+        st->behavior = b;
+        st->invert = json_is_true(json_object_get(pt, "invert"));
         st->re = compile_re(tok, json_string_value(p), json_string_length(p), p == lit ? PCRE2_LITERAL : 0, 1);
         if (!st->re) return 1;
         tok->n_steps++;
         return 0;
     }
+    if (strcmp(type, "Digits") == 0) { /* HF: split on char::is_numeric (\p{N}) */
+        st->kind = STEP_SPLIT;
+        st->behavior = json_is_true(json_object_get(pt, "individual_digits")) ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS;
+        st->re = compile_re(tok, "\\p{N}", PCRE2_ZERO_TERMINATED, 0, 0);
+        if (!st->re) return tok->enc_why ? 1 : -1;
+        tok->n_steps++;
+        return 0;
+    }
+    if (strcmp(type, "Metaspace") == 0) {
+        json_t *r = json_object_get(pt, "replacement"), *aps = json_object_get(pt, "add_prefix_space");
+        json_t *sp = json_object_get(pt, "split");
+        const char *ps = json_string_value(json_object_get(pt, "prepend_scheme"));
+        const char *rs = json_is_string(r) ? json_string_value(r) : "\xE2\x96\x81";
+        size_t rn = json_is_string(r) ? json_string_length(r) : 3;
+        uint32_t cp;
+        if (rn == 0 || rn > 4 || utf8_decode((const unsigned char *)rs, rn, &cp) != rn)
+            return unsupported(tok, "pre_tokenizer Metaspace replacement must be one character");
+        st->kind = STEP_METASPACE;
+        memcpy(st->repl, rs, rn);
+        st->repl_len = (unsigned char)rn;
+        st->prepend_scheme = !ps || strcmp(ps, "always") == 0 ? PREPEND_ALWAYS
+                             : strcmp(ps, "first") == 0       ? PREPEND_FIRST
+                             : strcmp(ps, "never") == 0       ? PREPEND_NEVER
+                                                              : -1;
+        if (st->prepend_scheme < 0) return unsupported(tok, "pre_tokenizer Metaspace prepend_scheme %s", ps);
+        if (json_is_false(aps)) st->prepend_scheme = PREPEND_NEVER; /* HF's older form */
+        st->split = sp ? json_is_true(sp) : 1;
+        tok->n_steps++;
+        return 0;
+    }
     return unsupported(tok, "unsupported pre_tokenizer %s", type);
+}
+
+/* Appends the steps of one normalizer object. Returns 0, 1 (unsupported) or -1. */
+static int parse_normalizer(sl_tokenizer *tok, json_t *nz, int depth) {
+    if (!nz || json_is_null(nz)) return 0;
+    const char *type = json_string_value(json_object_get(nz, "type"));
+    if (type && strcmp(type, "Sequence") == 0 && depth < 4) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(nz, "normalizers"), i, v) {
+            int rc = parse_normalizer(tok, v, depth + 1);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (!type || (strcmp(type, "Prepend") != 0 && strcmp(type, "Replace") != 0))
+        return unsupported(tok, "unsupported normalizer %s", type ? type : "(no type)");
+    if (tok->n_norms == MAX_NORMS) return unsupported(tok, "normalizer has too many steps");
+    norm_op *op = &tok->norms[tok->n_norms];
+    json_t *pat, *content;
+    if (strcmp(type, "Prepend") == 0) {
+        op->kind = NORM_PREPEND;
+        pat = json_object_get(nz, "prepend");
+        content = NULL;
+        if (!json_is_string(pat)) return unsupported(tok, "normalizer Prepend without a prepend string");
+    } else {
+        op->kind = NORM_REPLACE;
+        json_t *p = json_object_get(nz, "pattern");
+        pat = json_object_get(p, "String");
+        content = json_object_get(nz, "content");
+        if (json_is_string(json_object_get(p, "Regex")))
+            return unsupported(tok, "normalizer Replace with a Regex pattern (only String)");
+        if (!json_is_string(pat) || !json_is_string(content))
+            return unsupported(tok, "normalizer Replace needs a String pattern and a content");
+        if (json_string_length(pat) == 0) return unsupported(tok, "normalizer Replace with an empty pattern");
+    }
+    op->pat_len = json_string_length(pat);
+    op->pat = malloc(op->pat_len + 1);
+    op->content_len = content ? json_string_length(content) : 0;
+    op->content = malloc(op->content_len + 1);
+    tok->n_norms++; /* freed with the tokenizer from here on */
+    if (!op->pat || !op->content) return -1;
+    memcpy(op->pat, json_string_value(pat), op->pat_len + 1);
+    if (content) memcpy(op->content, json_string_value(content), op->content_len + 1);
+    else op->content[0] = 0;
+    return 0;
 }
 
 typedef struct added_key {
@@ -562,6 +864,7 @@ static int parse_added(sl_tokenizer *tok, json_t *added) {
         a->content = malloc(a->len + 1);
         if (!a->content) return -1;
         memcpy(a->content, json_string_value(c), a->len + 1);
+        a->match = a->content, a->mlen = a->len;
         a->id = (int32_t)json_integer_value(json_object_get(v, "id"));
         a->single_word = json_is_true(json_object_get(v, "single_word"));
         a->lstrip = json_is_true(json_object_get(v, "lstrip"));
@@ -569,6 +872,11 @@ static int parse_added(sl_tokenizer *tok, json_t *added) {
         a->normalized = nz ? json_is_true(nz) : 1;
         tok->n_added++;
     }
+    return 0;
+}
+
+/* The two sets of added tokens to match, by what each looks for (HF's two tries). */
+static int build_added_sets(sl_tokenizer *tok) {
     added_key *keys = malloc((tok->n_added ? tok->n_added : 1) * sizeof *keys);
     if (!keys) return -1;
     for (int s = 0; s < 2; s++) {
@@ -576,13 +884,13 @@ static int parse_added(sl_tokenizer *tok, json_t *added) {
         set->order = malloc((tok->n_added ? tok->n_added : 1) * sizeof *set->order);
         if (!set->order) return free(keys), -1;
         for (size_t k = 0; k < tok->n_added; k++)
-            if (tok->added[k].normalized == s)
-                keys[set->n++] = (added_key){(unsigned char)tok->added[k].content[0], tok->added[k].len, (uint32_t)k};
+            if (tok->added[k].normalized == s && tok->added[k].mlen)
+                keys[set->n++] = (added_key){(unsigned char)tok->added[k].match[0], tok->added[k].mlen, (uint32_t)k};
         qsort(keys, set->n, sizeof *keys, cmp_added);
         for (size_t k = 0; k < set->n; k++) set->order[k] = keys[k].index;
         size_t k = 0;
         for (int b = 0; b <= 256; b++) {
-            while (k < set->n && (unsigned char)tok->added[set->order[k]].content[0] < b) k++;
+            while (k < set->n && (unsigned char)tok->added[set->order[k]].match[0] < b) k++;
             set->first[b] = (uint32_t)k;
         }
     }
@@ -628,6 +936,36 @@ static int add_merge(sl_tokenizer *tok, json_t *vocab, json_t *m, size_t rank, c
     return 0;
 }
 
+/* Whether the pre-tokenizer steps are those of byte-level BPE: one ByteLevel, last,
+ * after Split steps that regex_split handles. Returns 1, 0 (no ByteLevel at all: char
+ * mode), or records why not and returns -2 (or -1 when out of memory). */
+static int bytelevel_steps(sl_tokenizer *tok) {
+    int n_bl = 0, n_ms = 0;
+    for (int i = 0; i < tok->n_steps; i++) {
+        n_bl += tok->steps[i].kind == STEP_BYTELEVEL;
+        n_ms += tok->steps[i].kind == STEP_METASPACE;
+    }
+    if (!n_bl) return 0;
+    int rc = 0;
+    if (n_bl != 1 || n_ms || tok->steps[tok->n_steps - 1].kind != STEP_BYTELEVEL)
+        rc = unsupported(tok, "pre_tokenizer must end in one ByteLevel step (byte-level BPE)");
+    for (int i = 0; i < tok->n_steps && !rc; i++) {
+        const pt_step *st = &tok->steps[i];
+        if (st->kind != STEP_SPLIT) continue;
+        if (st->invert)
+            rc = unsupported(tok, "pre_tokenizer Split with invert");
+        else if (st->behavior != SPLIT_ISOLATED && st->behavior != SPLIT_REMOVED)
+            rc = unsupported(tok, "pre_tokenizer Split behavior %s (only Isolated, Removed)",
+                             st->behavior == SPLIT_MERGED_PREV   ? "MergedWithPrevious"
+                             : st->behavior == SPLIT_MERGED_NEXT ? "MergedWithNext"
+                                                                 : "Contiguous");
+    }
+    if (!rc && tok->n_norms)
+        rc = unsupported(tok, "normalizer %s with a ByteLevel pre_tokenizer",
+                         tok->norms[0].kind == NORM_PREPEND ? "Prepend" : "Replace");
+    return rc < 0 ? -1 : rc ? -2 : 1;
+}
+
 /* Everything sl_tokenizer_encode needs. Returns 0 (possibly with tok->enc_why set:
  * the tokenizer still loads for decoding) or -1 when out of memory. */
 static int setup_encoder(sl_tokenizer *tok, json_t *root, json_t *model, json_t *vocab, json_t *added) {
@@ -637,7 +975,6 @@ static int setup_encoder(sl_tokenizer *tok, json_t *root, json_t *model, json_t 
     const char *mtype = json_string_value(json_object_get(model, "type"));
     if (!mtype && json_object_get(model, "merges")) mtype = "BPE"; /* HF infers it */
     json_t *norm = json_object_get(root, "normalizer");
-    const char *ntype = json_string_value(json_object_get(norm, "type"));
     json_t *pre = json_object_get(root, "pre_tokenizer");
     json_t *merges = json_object_get(model, "merges");
     json_t *dropout = json_object_get(model, "dropout"), *unk = json_object_get(model, "unk_token");
@@ -646,11 +983,8 @@ static int setup_encoder(sl_tokenizer *tok, json_t *root, json_t *model, json_t 
 
     if (!mtype || strcmp(mtype, "BPE") != 0)
         rc = unsupported(tok, "model type %s (only BPE)", mtype ? mtype : "(none)");
-    else if (norm && !json_is_null(norm) &&
-             !(ntype && strcmp(ntype, "Sequence") == 0 && json_array_size(json_object_get(norm, "normalizers")) == 0))
-        rc = unsupported(tok, "unsupported normalizer %s", ntype ? ntype : "(no type)");
-    else if (!pre || json_is_null(pre))
-        rc = unsupported(tok, "pre_tokenizer null (only byte-level BPE can encode)");
+    else if ((rc = parse_normalizer(tok, norm, 0)) != 0)
+        ;
     else if (json_is_number(dropout) && json_number_value(dropout) > 0)
         rc = unsupported(tok, "BPE dropout");
     else if ((csp && *csp) || (ews && *ews))
@@ -659,31 +993,48 @@ static int setup_encoder(sl_tokenizer *tok, json_t *root, json_t *model, json_t 
         rc = unsupported(tok, "model.merges must be an array");
     if (rc) return rc < 0 ? -1 : 0;
 
-    rc = parse_pre_tokenizer(tok, pre, 0);
-    if (rc) return rc < 0 ? -1 : 0;
-    int n_bl = 0;
-    for (int i = 0; i < tok->n_steps; i++) n_bl += tok->steps[i].kind == STEP_BYTELEVEL;
-    if (n_bl != 1 || tok->steps[tok->n_steps - 1].kind != STEP_BYTELEVEL) {
-        rc = unsupported(tok, "pre_tokenizer must end in one ByteLevel step (byte-level BPE)");
-        return rc < 0 ? -1 : 0;
+    if (tok->n_norms && normalize_added(tok)) return -1;
+    if (build_added_sets(tok)) return -1;
+    if (pre && !json_is_null(pre)) {
+        rc = parse_pre_tokenizer(tok, pre, 0);
+        if (rc) return rc < 0 || !tok->enc_why ? -1 : 0; /* no reason recorded: out of memory */
     }
+    rc = bytelevel_steps(tok);
+    if (rc == -1) return -1;
+    if (rc == -2) return 0;
+    tok->char_mode = rc == 0;
+    rc = 0;
+    tok->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
 
-    /* GPT-2 byte-to-unicode: printable bytes are themselves, the rest U+0100.. in order. */
-    int next = 256, missing = 0;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        int cp = printable ? b : next++;
-        if (cp < 0x80)
-            tok->byte_char[b][0] = (char)cp, tok->byte_char_len[b] = 1;
-        else
-            tok->byte_char[b][0] = (char)(0xC0 | (cp >> 6)), tok->byte_char[b][1] = (char)(0x80 | (cp & 0x3F)),
-            tok->byte_char_len[b] = 2;
-        tok->byte_id[b] = vocab_lookup(vocab, tok->byte_char[b], tok->byte_char_len[b]);
-        missing += tok->byte_id[b] < 0;
-    }
-    if (missing && json_is_true(json_object_get(model, "byte_fallback"))) {
-        rc = unsupported(tok, "byte_fallback with an incomplete byte alphabet");
-        return rc < 0 ? -1 : 0;
+    if (tok->char_mode) {
+        /* SentencePiece style: BPE over characters, "<0xAB>" tokens for byte_fallback */
+        for (int b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            tok->bf_id[b] = vocab_lookup(vocab, name, 6);
+            if (b < 128) {
+                char ch = (char)b;
+                tok->ascii_id[b] = vocab_lookup(vocab, &ch, 1);
+            }
+        }
+    } else {
+        /* GPT-2 byte-to-unicode: printable bytes are themselves, the rest U+0100.. in order. */
+        int next = 256, missing = 0;
+        for (int b = 0; b < 256; b++) {
+            int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            int cp = printable ? b : next++;
+            if (cp < 0x80)
+                tok->byte_char[b][0] = (char)cp, tok->byte_char_len[b] = 1;
+            else
+                tok->byte_char[b][0] = (char)(0xC0 | (cp >> 6)), tok->byte_char[b][1] = (char)(0x80 | (cp & 0x3F)),
+                tok->byte_char_len[b] = 2;
+            tok->byte_id[b] = vocab_lookup(vocab, tok->byte_char[b], tok->byte_char_len[b]);
+            missing += tok->byte_id[b] < 0;
+        }
+        if (missing && tok->byte_fallback) {
+            rc = unsupported(tok, "byte_fallback with an incomplete byte alphabet");
+            return rc < 0 ? -1 : 0;
+        }
     }
     if (json_is_string(unk)) {
         tok->unk_id = vocab_lookup(vocab, json_string_value(unk), json_string_length(unk));
@@ -706,7 +1057,7 @@ static int setup_encoder(sl_tokenizer *tok, json_t *root, json_t *model, json_t 
     free(buf);
     if (rc) return rc < 0 ? -1 : 0;
 
-    if (tok->ignore_merges) {
+    if (tok->ignore_merges || tok->char_mode) {
         const char *key;
         json_t *val;
         if (str_map_init(&tok->vocab, json_object_size(vocab))) return -1;
@@ -763,14 +1114,21 @@ sl_tokenizer *sl_tokenizer_load(const char *path, sl_err *err) {
         sl_errf_path(err, path, "added_tokens must be an array");
         goto fail;
     }
-    const char *dec_type = json_string_value(json_object_get(json_object_get(root, "decoder"), "type"));
+    json_t *decoder = json_object_get(root, "decoder");
+    const char *dec_type = json_string_value(json_object_get(decoder, "type"));
     const char *pre_type = json_string_value(json_object_get(json_object_get(root, "pre_tokenizer"), "type"));
-    int kind = 0, byte_map[BYTE_MAP_SIZE];
+    int byte_map[BYTE_MAP_SIZE];
+    dec_spec dec;
+    memset(&dec, 0, sizeof dec);
     build_byte_map(byte_map);
-    if ((dec_type && strcmp(dec_type, "ByteLevel") == 0) || (!dec_type && pre_type && strcmp(pre_type, "ByteLevel") == 0))
-        kind = 1;
-    else if (dec_type && strcmp(dec_type, "Metaspace") == 0)
-        kind = 2;
+    if (!dec_type && pre_type && strcmp(pre_type, "ByteLevel") == 0)
+        dec.bytelevel = 1;
+    else if (dec_type && strcmp(dec_type, "Sequence") == 0) {
+        size_t k;
+        json_t *v;
+        json_array_foreach(json_object_get(decoder, "decoders"), k, v) dec_add(&dec, v);
+    } else if (dec_type)
+        dec_add(&dec, decoder);
 
     /* Size the table from the largest id; ids beyond 2^24 are not plausible vocabularies. */
     json_int_t max_id = -1;
@@ -800,17 +1158,25 @@ sl_tokenizer *sl_tokenizer_load(const char *path, sl_err *err) {
         goto fail;
     }
     json_object_foreach(vocab, key, val) {
-        if (set_token(tok, byte_map, json_integer_value(val), key, strlen(key), kind, 0, err)) goto fail;
+        if (set_token(tok, byte_map, json_integer_value(val), key, strlen(key), &dec, 0, err)) goto fail;
     }
     json_array_foreach(added, i, val) {
         json_t *content = json_object_get(val, "content");
         if (set_token(tok, byte_map, json_integer_value(json_object_get(val, "id")), json_string_value(content),
-                      json_string_length(content), 0, json_is_true(json_object_get(val, "special")), err))
+                      json_string_length(content), NULL, json_is_true(json_object_get(val, "special")), err))
             goto fail;
     }
     if (setup_encoder(tok, root, model, vocab, added)) {
         sl_errf(err, "out of memory");
         goto fail;
+    }
+    /* HF decodes a normalized added token from its normalized form ("FIXME" after
+     * Prepend("▁") is "▁FIXME", shown " FIXME"), through the decoder */
+    for (size_t k = 0; k < tok->n_added; k++) {
+        const added_tok *a = &tok->added[k];
+        if (a->match != a->content &&
+            set_token(tok, byte_map, a->id, a->match, a->mlen, &dec, tok->tokens[a->id].special, err))
+            goto fail;
     }
     json_decref(root);
     return tok;
@@ -859,6 +1225,12 @@ typedef struct piece {
     int prefix;
 } piece;
 
+/* A span [a, b) of a piece after a Split step; m: it is a match (removed with Removed). */
+typedef struct span {
+    size_t a, b;
+    int m;
+} span;
+
 typedef struct enc_ctx {
     const sl_tokenizer *tok;
     size_t orig_len;
@@ -880,6 +1252,12 @@ typedef struct enc_ctx {
     int32_t *rid; /* BPE result of the current pre-token */
     uint32_t *rstart, *rlen;
     size_t rn, rcap;
+    /* char mode: the normalized text between two non-normalized added tokens (and a
+     * scratch copy), what each Metaspace step makes of its piece, each Split step's spans */
+    nstr norm[2];
+    nstr ms[MAX_STEPS];
+    struct span *spans[MAX_STEPS];
+    size_t spans_cap[MAX_STEPS];
     sl_encoding *out;
     sl_err *err;
 } enc_ctx;
@@ -1104,6 +1482,8 @@ static void push_sym(enc_ctx *c, size_t *n, int32_t id, size_t start, size_t len
     (*n)++;
 }
 
+static int merge_syms(enc_ctx *c, size_t n);
+
 /* HF's Word::merge_all: repeatedly merge the adjacent pair of lowest rank (leftmost
  * on ties), with a heap of candidate merges; stale entries are skipped. */
 static int bpe_merge(enc_ctx *c, const char *w, size_t wn) {
@@ -1128,7 +1508,12 @@ static int bpe_merge(enc_ctx *c, const char *w, size_t wn) {
         } /* else: HF drops a character it cannot represent */
     }
     if (have_unk) push_sym(c, &n, tok->unk_id, unk_start, unk_len);
+    return merge_syms(c, n);
+}
 
+/* Merges the n symbols in c->syms; the result goes to c->rid, rstart, rlen. */
+static int merge_syms(enc_ctx *c, size_t n) {
+    const sl_tokenizer *tok = c->tok;
     c->heap_n = 0;
     int32_t rank, nid;
     for (size_t i = 0; i + 1 < n; i++)
@@ -1348,54 +1733,272 @@ static int apply_step(enc_ctx *c, int k, piece p) {
     return regex_split(c, k, p);
 }
 
+/* ---- char mode: SentencePiece-style BPE (normalizer, Metaspace, byte_fallback) ---- */
+
+/* HF's BPE::merge_word over characters: each character's vocab id; a character not in
+ * the vocab becomes the "<0xAB>" tokens of its bytes with byte_fallback (when they all
+ * exist), else <unk> (one for a run of them with fuse_unk), else it is dropped. HF
+ * lays the symbols end to end (its offsets are running sums of their lengths, so a
+ * dropped character, or a byte-fallback character HF puts before a pending <unk>,
+ * moves the later offsets): reproduced. */
+static int cm_syms(enc_ctx *c, const char *w, size_t wn, size_t *n_out) {
+    const sl_tokenizer *tok = c->tok;
+    if (grow((void **)&c->syms, &c->syms_cap, wn, sizeof *c->syms)) return oom(c);
+    size_t n = 0, pos = 0, unk_len = 0;
+    int have_unk = 0;
+    for (size_t i = 0; i < wn;) {
+        size_t l = utf8_char_len(w, i, wn);
+        unsigned char ch = (unsigned char)w[i];
+        int32_t id = ch < 0x80 ? tok->ascii_id[ch] : str_map_get(&tok->vocab, w + i, l);
+        if (id >= 0) {
+            if (have_unk) push_sym(c, &n, tok->unk_id, pos, unk_len), pos += unk_len, have_unk = 0;
+            push_sym(c, &n, id, pos, l), pos += l;
+            i += l;
+            continue;
+        }
+        if (tok->byte_fallback) {
+            size_t k = 0;
+            while (k < l && tok->bf_id[(unsigned char)w[i + k]] >= 0) k++;
+            if (k == l) {
+                for (k = 0; k < l; k++) push_sym(c, &n, tok->bf_id[(unsigned char)w[i + k]], pos++, 1);
+                i += l;
+                continue;
+            }
+        }
+        if (tok->unk_id >= 0) {
+            if (have_unk && tok->fuse_unk)
+                unk_len += l;
+            else {
+                if (have_unk) push_sym(c, &n, tok->unk_id, pos, unk_len), pos += unk_len;
+                have_unk = 1, unk_len = l;
+            }
+        }
+        i += l;
+    }
+    if (have_unk) push_sym(c, &n, tok->unk_id, pos, unk_len);
+    *n_out = n;
+    return 0;
+}
+
+/* The text's byte range of bytes [s0, s1) of v (HF: the first byte's start to the
+ * last byte's end); an empty range sits where byte s0 starts. */
+static void view_range(const enc_ctx *c, const nstr *v, size_t s0, size_t s1, size_t *os, size_t *oe) {
+    if (s1 > s0 && v->ae[s1 - 1] > v->as[s0]) {
+        *os = ostart(c, v->as[s0]);
+        *oe = oend(c, v->ae[s1 - 1] - 1);
+        return;
+    }
+    size_t p = s0 < v->n ? v->as[s0] : v->n ? v->ae[v->n - 1] : 0;
+    *os = *oe = opos(c, p);
+}
+
+/* The model on one pre-token: bytes [a, b) of v. */
+static int cm_word(enc_ctx *c, const nstr *v, size_t a, size_t b) {
+    const sl_tokenizer *tok = c->tok;
+    const char *w = v->s + a;
+    size_t wn = b - a;
+    if (wn > INT32_MAX / 2) return sl_errf_path(c->err, tok->path, "pre-token too long to encode");
+    int cacheable = wn <= CACHE_MAX_WORD, done = 0;
+    uint64_t h = 0;
+    if (cacheable) {
+        h = hash_bytes(w, wn);
+        done = cache_get(c, h, w, wn);
+    }
+    if (!done && tok->ignore_merges) {
+        int32_t id = str_map_get(&tok->vocab, w, wn);
+        if (id >= 0) {
+            if (res_reserve(c, 1)) return oom(c);
+            c->rid[0] = id, c->rstart[0] = 0, c->rlen[0] = (uint32_t)wn, c->rn = 1;
+            done = 1;
+        }
+    }
+    if (!done) {
+        size_t n = 0;
+        if (cm_syms(c, w, wn, &n) || merge_syms(c, n)) return -1;
+        if (cacheable) cache_put(c, h, w, wn);
+    }
+    for (size_t i = 0; i < c->rn; i++) {
+        size_t s, e, ns = a + c->rstart[i], ne = ns + c->rlen[i];
+        view_range(c, v, ns, ne > b ? b : ne, &s, &e);
+        if (out_push(c, c->rid[i], s, e)) return -1;
+    }
+    return 0;
+}
+
+static int cm_step(enc_ctx *c, int k, const nstr *v, size_t a, size_t b);
+
+/* HF's Metaspace pre-tokenizer on bytes [a, b) of v: spaces become the replacement
+ * character, which is prepended (always; or "first": only to the piece that starts the
+ * text) unless the piece already starts with it; with split, each replacement
+ * character begins a new piece (SplitDelimiterBehavior::MergedWithNext). */
+static int cm_metaspace(enc_ctx *c, int k, const nstr *v, size_t a, size_t b) {
+    const pt_step *st = &c->tok->steps[k];
+    nstr *d = &c->ms[k];
+    d->n = 0;
+    size_t rl = st->repl_len;
+    int starts = v->s[a] == ' ' || (b - a >= rl && memcmp(v->s + a, st->repl, rl) == 0);
+    size_t i = a;
+    if (!starts && (st->prepend_scheme == PREPEND_ALWAYS || (st->prepend_scheme == PREPEND_FIRST && v->as[a] == 0))) {
+        size_t fl = utf8_char_len(v->s, a, b);
+        nstr_push(d, st->repl, rl, v->as[a], v->ae[a]);
+        nstr_push(d, v->s + a, fl, v->as[a + fl - 1], v->ae[a + fl - 1]);
+        i = a + fl;
+    }
+    size_t last = i;
+    for (; i < b; i++)
+        if (v->s[i] == ' ') {
+            nstr_copy(d, v, last, i - last);
+            nstr_push(d, st->repl, rl, v->as[i], v->ae[i]);
+            last = i + 1;
+        }
+    nstr_copy(d, v, last, b - last);
+    if (d->oom) return oom(c);
+    if (!st->split) return cm_step(c, k + 1, d, 0, d->n);
+    size_t start = 0;
+    for (size_t j = 1; j + rl <= d->n; j++)
+        if (memcmp(d->s + j, st->repl, rl) == 0) {
+            if (cm_step(c, k + 1, d, start, j)) return -1;
+            start = j;
+        }
+    return cm_step(c, k + 1, d, start, d->n);
+}
+
+static int add_span(enc_ctx *c, int k, size_t *n, size_t a, size_t b, int m) {
+    if (grow((void **)&c->spans[k], &c->spans_cap[k], *n + 1, sizeof(span))) return oom(c);
+    c->spans[k][(*n)++] = (span){a, b, m};
+    return 0;
+}
+
+/* HF's Split pre-tokenizer on bytes [a, b) of v: the pattern's matches (Oniguruma's
+ * find_iter, as regex_split), flagged, inverted with invert, then combined by the
+ * behavior as NormalizedString::split does; empty pieces are dropped. */
+static int cm_split(enc_ctx *c, int k, const nstr *v, size_t a, size_t b) {
+    const pt_step *st = &c->tok->steps[k];
+    const char *s = v->s + a;
+    size_t n = b - a, cnt = 0, prev = 0, off = 0, last_end = 0;
+    int have_last = 0;
+    while (off <= n) {
+        int rc = match_at(c, st->re, s, n, off, 0);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc == -1000) return -1;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+        size_t ms = ov[0], me = ov[1];
+        if (ms == me && have_last && last_end == me) {
+            off += off < n ? utf8_char_len(s, off, n) : 1;
+            continue;
+        }
+        off = last_end = me, have_last = 1;
+        if (prev != ms && add_span(c, k, &cnt, prev, ms, 0)) return -1;
+        if (add_span(c, k, &cnt, ms, me, 1)) return -1;
+        prev = me;
+    }
+    if (prev != n && add_span(c, k, &cnt, prev, n, 0)) return -1;
+    span *sp = c->spans[k];
+    size_t out = 0;
+    int prev_m = 0;
+    if (st->behavior == SPLIT_MERGED_NEXT) { /* HF folds from the end */
+        for (size_t i = cnt; i-- > 0;) {
+            int m = sp[i].m != st->invert;
+            if (m && !prev_m && out)
+                sp[cnt - out].a = sp[i].a; /* extends the piece after it */
+            else
+                sp[cnt - ++out] = (span){sp[i].a, sp[i].b, 0};
+            prev_m = m;
+        }
+        memmove(sp, sp + cnt - out, out * sizeof *sp);
+    } else
+        for (size_t i = 0; i < cnt; i++) {
+            int m = sp[i].m != st->invert;
+            span x = {sp[i].a, sp[i].b, st->behavior == SPLIT_REMOVED && m};
+            if (out && ((st->behavior == SPLIT_MERGED_PREV && m && !prev_m) ||
+                        (st->behavior == SPLIT_CONTIGUOUS && m == prev_m)))
+                sp[out - 1].b = x.b;
+            else
+                sp[out++] = x;
+            prev_m = m;
+        }
+    for (size_t i = 0; i < out; i++) {
+        span x = c->spans[k][i]; /* the array may move: deeper steps use their own */
+        if (!x.m && cm_step(c, k + 1, v, a + x.a, a + x.b)) return -1;
+    }
+    return 0;
+}
+
+static int cm_step(enc_ctx *c, int k, const nstr *v, size_t a, size_t b) {
+    if (a >= b) return 0; /* HF drops empty pieces */
+    if (k == c->tok->n_steps) return cm_word(c, v, a, b);
+    if (c->tok->steps[k].kind == STEP_METASPACE) return cm_metaspace(c, k, v, a, b);
+    return cm_split(c, k, v, a, b);
+}
+
 /* ---- added tokens ---- */
 
-static int char_is(enc_ctx *c, const pcre2_code *re, size_t i) {
-    return match_at(c, re, c->t + i, utf8_char_len(c->t, i, c->tn), 0, PCRE2_ANCHORED) >= 0;
+/* Added tokens are looked for in the text itself (t, tn: c->t, c->tn), or in char mode
+ * for normalized ones in the normalized text (v). */
+static int char_is(enc_ctx *c, const pcre2_code *re, const char *t, size_t tn, size_t i) {
+    return match_at(c, re, t + i, utf8_char_len(t, i, tn), 0, PCRE2_ANCHORED) >= 0;
 }
 
-static int is_ws_at(enc_ctx *c, size_t i) {
-    unsigned char ch = (unsigned char)c->t[i];
+static int is_ws_at(enc_ctx *c, const char *t, size_t tn, size_t i) {
+    unsigned char ch = (unsigned char)t[i];
     if (ch < 0x80) return ch == ' ' || (ch >= '\t' && ch <= '\r');
-    return char_is(c, c->tok->re_ws, i);
+    return char_is(c, c->tok->re_ws, t, tn, i);
 }
 
-static int is_word_at(enc_ctx *c, size_t i) {
-    unsigned char ch = (unsigned char)c->t[i];
+static int is_word_at(enc_ctx *c, const char *t, size_t tn, size_t i) {
+    unsigned char ch = (unsigned char)t[i];
     if (ch < 0x80) return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
-    return char_is(c, c->tok->re_word, i);
+    return char_is(c, c->tok->re_word, t, tn, i);
 }
 
 /* Start of the character that ends at i (i > a). */
-static size_t char_before(const enc_ctx *c, size_t a, size_t i) {
+static size_t char_before(const char *t, size_t a, size_t i) {
     do i--;
-    while (i > a && ((unsigned char)c->t[i] & 0xC0) == 0x80);
+    while (i > a && ((unsigned char)t[i] & 0xC0) == 0x80);
     return i;
 }
 
-static int split_added(enc_ctx *c, int set, size_t a, size_t b);
+static int split_added(enc_ctx *c, int set, const nstr *v, size_t a, size_t b);
 
-static int added_gap(enc_ctx *c, int set, size_t a, size_t b) {
+/* Char mode: text [a, b) between non-normalized added tokens is normalized (HF's
+ * extract_and_normalize), then searched for the normalized added tokens. */
+static int cm_gap(enc_ctx *c, size_t a, size_t b) {
+    nstr *cur = &c->norm[0], *alt = &c->norm[1];
+    cur->n = 0;
+    for (size_t i = a; i < b;) {
+        size_t l = utf8_char_len(c->t, i, b);
+        nstr_push(cur, c->t + i, l, (uint32_t)i, (uint32_t)(i + l));
+        i += l;
+    }
+    normalize(c->tok, &cur, &alt);
+    if (cur->oom) return oom(c);
+    return split_added(c, 1, cur, 0, cur->n);
+}
+
+static int added_gap(enc_ctx *c, int set, const nstr *v, size_t a, size_t b) {
     if (a >= b) return 0;
-    if (set == 0) return split_added(c, 1, a, b);
+    if (c->tok->char_mode) return set == 0 ? cm_gap(c, a, b) : cm_step(c, 0, v, a, b);
+    if (set == 0) return split_added(c, 1, NULL, a, b);
     piece p = {a, b, 0};
     return apply_step(c, 0, p);
 }
 
-/* HF's AddedVocabulary::find_matches on the segment [a, b): leftmost-longest
- * matches, each then checked for single_word and widened by lstrip/rstrip. */
-static int split_added(enc_ctx *c, int set, size_t a, size_t b) {
+/* HF's AddedVocabulary::find_matches on the segment [a, b) of the text (v NULL) or of
+ * v: leftmost-longest matches, each then checked for single_word and widened by
+ * lstrip/rstrip. */
+static int split_added(enc_ctx *c, int set, const nstr *v, size_t a, size_t b) {
     const sl_tokenizer *tok = c->tok;
     const added_set *S = &tok->sets[set];
-    if (S->n == 0) return added_gap(c, set, a, b);
-    const char *t = c->t;
+    if (S->n == 0) return added_gap(c, set, v, a, b);
+    const char *t = v ? v->s : c->t;
+    size_t tn = v ? v->n : c->tn;
     size_t start_offset = a, pos = a;
     while (pos < b) {
         unsigned char ch = (unsigned char)t[pos];
         const added_tok *m = NULL;
         for (uint32_t k = S->first[ch]; k < S->first[ch + 1]; k++) {
             const added_tok *x = &tok->added[S->order[k]];
-            if (x->len <= b - pos && memcmp(t + pos, x->content, x->len) == 0) {
+            if (x->mlen <= b - pos && memcmp(t + pos, x->match, x->mlen) == 0) {
                 m = x;
                 break;
             }
@@ -1404,32 +2007,35 @@ static int split_added(enc_ctx *c, int set, size_t a, size_t b) {
             pos++;
             continue;
         }
-        size_t start = pos, stop = pos + m->len;
+        size_t start = pos, stop = pos + m->mlen;
         pos = stop; /* the matcher goes on after the raw match */
         if (m->single_word) {
-            int start_space = start == a || !is_word_at(c, char_before(c, a, start));
-            int stop_space = stop == b || !is_word_at(c, stop);
+            int start_space = start == a || !is_word_at(c, t, tn, char_before(t, a, start));
+            int stop_space = stop == b || !is_word_at(c, t, tn, stop);
             if (!start_space || !stop_space) continue;
         }
         if (m->lstrip) {
             size_t ns = start;
             while (ns > a) {
-                size_t q = char_before(c, a, ns);
-                if (!is_ws_at(c, q)) break;
+                size_t q = char_before(t, a, ns);
+                if (!is_ws_at(c, t, tn, q)) break;
                 ns = q;
             }
             start = ns > start_offset ? ns : start_offset;
         }
         if (m->rstrip)
-            while (stop < b && is_ws_at(c, stop)) stop += utf8_char_len(t, stop, b);
-        if (start_offset < start && added_gap(c, set, start_offset, start)) return -1;
+            while (stop < b && is_ws_at(c, t, tn, stop)) stop += utf8_char_len(t, stop, b);
+        if (start_offset < start && added_gap(c, set, v, start_offset, start)) return -1;
         /* start < start_offset only after an rstrip took whitespace this token begins with */
-        size_t s0 = start < start_offset ? start_offset : start, s1 = stop > s0 ? stop : s0;
-        size_t os0 = s1 > s0 ? ostart(c, s0) : opos(c, s0), os1 = s1 > s0 ? oend(c, s1 - 1) : os0;
+        size_t s0 = start < start_offset ? start_offset : start, s1 = stop > s0 ? stop : s0, os0, os1;
+        if (v)
+            view_range(c, v, s0, s1, &os0, &os1);
+        else
+            os0 = s1 > s0 ? ostart(c, s0) : opos(c, s0), os1 = s1 > s0 ? oend(c, s1 - 1) : os0;
         if (out_push(c, m->id, os0, os1)) return -1;
         start_offset = stop;
     }
-    return added_gap(c, set, start_offset, b);
+    return added_gap(c, set, v, start_offset, b);
 }
 
 int sl_tokenizer_encode(const sl_tokenizer *tok, const char *text, size_t len, sl_encoding *out, sl_err *err) {
@@ -1445,7 +2051,7 @@ int sl_tokenizer_encode(const sl_tokenizer *tok, const char *text, size_t len, s
     int own_t = c.n_rep > 0;
     if (!rc) {
         c.md = pcre2_match_data_create(16, NULL);
-        rc = c.md ? split_added(&c, 0, 0, c.tn) : oom(&c);
+        rc = c.md ? split_added(&c, 0, NULL, 0, c.tn) : oom(&c);
     }
     if (own_t) free((void *)c.t);
     free(c.rep_t);
@@ -1454,7 +2060,13 @@ int sl_tokenizer_encode(const sl_tokenizer *tok, const char *text, size_t len, s
     pcre2_match_data_free(c.md);
     pcre2_match_context_free(c.mctx);
     pcre2_jit_stack_free(c.jstack);
-    for (int i = 0; i < MAX_STEPS; i++) sl_buf_free(&c.scratch[i]);
+    for (int i = 0; i < MAX_STEPS; i++) {
+        sl_buf_free(&c.scratch[i]);
+        nstr_free(&c.ms[i]);
+        free(c.spans[i]);
+    }
+    nstr_free(&c.norm[0]);
+    nstr_free(&c.norm[1]);
     sl_buf_free(&c.word);
     sl_buf_free(&c.mapped);
     free(c.syms);
