@@ -1687,9 +1687,34 @@ static int sub_piece(enc_ctx *c, int k, piece p, size_t s, size_t e) {
     return apply_step(c, k + 1, q);
 }
 
+/* Oniguruma's find_iter, as HF's Split walks matches: the next match of re in
+ * s[0..n) from it->off, an empty match right after the previous one skipped. 1 with
+ * [*ms, *me), 0 when there is none left, -1 on a matcher error. */
+typedef struct find_iter {
+    size_t off, last_end;
+    int have_last;
+} find_iter;
+
+static int next_match(enc_ctx *c, const pcre2_code *re, const char *s, size_t n, find_iter *it, size_t *ms,
+                      size_t *me) {
+    while (it->off <= n) {
+        int rc = match_at(c, re, s, n, it->off, 0);
+        if (rc == PCRE2_ERROR_NOMATCH) return 0;
+        if (rc == -1000) return -1;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+        *ms = ov[0], *me = ov[1];
+        if (*ms == *me && it->have_last && it->last_end == *me) {
+            it->off += it->off < n ? utf8_char_len(s, it->off, n) : 1;
+            continue;
+        }
+        it->off = it->last_end = *me, it->have_last = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* Splits a piece by the step's regex, matches and the text between them as their
- * own pieces (Isolated) or only the text between (Removed), like HF's Split with
- * Oniguruma's find_iter (an empty match right after the previous one is skipped). */
+ * own pieces (Isolated) or only the text between (Removed), like HF's Split. */
 static int regex_split(enc_ctx *c, int k, piece p) {
     const pt_step *st = &c->tok->steps[k];
     const char *s = c->t + p.a;
@@ -1702,23 +1727,15 @@ static int regex_split(enc_ctx *c, int k, piece p) {
         if (b->oom) return oom(c);
         s = b->data, n = b->len;
     }
-    size_t prev = 0, off = 0, last_end = 0;
-    int have_last = 0;
-    while (off <= n) {
-        int rc = match_at(c, st->re, s, n, off, 0);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc == -1000) return -1;
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-        size_t ms = ov[0], me = ov[1];
-        if (ms == me && have_last && last_end == me) {
-            off += off < n ? utf8_char_len(s, off, n) : 1;
-            continue;
-        }
-        off = last_end = me, have_last = 1;
+    size_t prev = 0, ms, me;
+    find_iter it = {0};
+    int rc;
+    while ((rc = next_match(c, st->re, s, n, &it, &ms, &me)) == 1) {
         if (prev != ms && sub_piece(c, k, p, prev, ms)) return -1;
         if (st->behavior == SPLIT_ISOLATED && sub_piece(c, k, p, ms, me)) return -1;
         prev = me;
     }
+    if (rc < 0) return -1;
     if (prev != n && sub_piece(c, k, p, prev, n)) return -1;
     return 0;
 }
@@ -1875,23 +1892,15 @@ static int add_span(enc_ctx *c, int k, size_t *n, size_t a, size_t b, int m) {
 static int cm_split(enc_ctx *c, int k, const nstr *v, size_t a, size_t b) {
     const pt_step *st = &c->tok->steps[k];
     const char *s = v->s + a;
-    size_t n = b - a, cnt = 0, prev = 0, off = 0, last_end = 0;
-    int have_last = 0;
-    while (off <= n) {
-        int rc = match_at(c, st->re, s, n, off, 0);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc == -1000) return -1;
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-        size_t ms = ov[0], me = ov[1];
-        if (ms == me && have_last && last_end == me) {
-            off += off < n ? utf8_char_len(s, off, n) : 1;
-            continue;
-        }
-        off = last_end = me, have_last = 1;
+    size_t n = b - a, cnt = 0, prev = 0, ms, me;
+    find_iter it = {0};
+    int rc;
+    while ((rc = next_match(c, st->re, s, n, &it, &ms, &me)) == 1) {
         if (prev != ms && add_span(c, k, &cnt, prev, ms, 0)) return -1;
         if (add_span(c, k, &cnt, ms, me, 1)) return -1;
         prev = me;
     }
+    if (rc < 0) return -1;
     if (prev != n && add_span(c, k, &cnt, prev, n, 0)) return -1;
     span *sp = c->spans[k];
     size_t out = 0;
